@@ -1,0 +1,3 @@
+from v60k.cli import main
+
+main()

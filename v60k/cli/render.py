@@ -1,0 +1,76 @@
+"""Terminal rendering of run summaries and status (rich tables; plain text when piped)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from v60k.catalog import STATES
+
+
+def _console() -> Console:
+    return Console(soft_wrap=False, width=120)
+
+
+def counts_table(stages: dict[str, dict[str, int]], throughput: dict[str, dict[str, float]] | None = None) -> Table:
+    table = Table(title="stages", title_justify="left")
+    table.add_column("stage")
+    for state in STATES:
+        table.add_column(state, justify="right")
+    if throughput is not None:
+        table.add_column("s/item", justify="right")
+        table.add_column("items/s", justify="right")
+    for stage, counts in stages.items():
+        row = [stage] + [str(counts.get(s, 0)) for s in STATES]
+        if throughput is not None:
+            t = throughput.get(stage, {})
+            row += [f"{t.get('per_item_s', 0):.2f}", f"{t.get('items_per_s', 0):.2f}"]
+        table.add_row(*row)
+    return table
+
+
+def failures_table(failures: list[dict[str, Any]]) -> Table:
+    table = Table(title="failures and skips by reason", title_justify="left")
+    for col in ("stage", "state", "reason", "count", "example"):
+        table.add_column(col, justify="right" if col == "count" else "left", overflow="fold")
+    for f in failures:
+        example = (f.get("example") or "").splitlines()[0][:70] if f.get("example") else ""
+        table.add_row(f["stage"], f["state"], str(f["error_class"]), str(f["count"]), f"{f['example_video']}: {example}")
+    return table
+
+
+def usage_table(usage: dict[str, dict[str, float]]) -> Table:
+    table = Table(title="usage", title_justify="left")
+    keys = sorted({k for u in usage.values() for k in u})
+    table.add_column("stage")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for stage, u in usage.items():
+        table.add_row(stage, *[f"{u.get(k, 0):.4f}" if k.endswith("usd") else f"{u.get(k, 0):g}" for k in keys])
+    return table
+
+
+def print_status(data: dict[str, Any]) -> None:
+    console = _console()
+    console.print(f"work dir {data['workdir']}: {data['videos']} videos")
+    console.print(counts_table(data["stages"], data.get("throughput")))
+    if data.get("failures"):
+        console.print(failures_table(data["failures"]))
+    if data.get("usage"):
+        console.print(usage_table(data["usage"]))
+
+
+def print_summary(summary: Any) -> None:
+    console = _console()
+    m = summary.manifest
+    if m:
+        console.print(
+            f"manifest {m['source']}: {m['rows']} rows, {m['added']} new, {m['already_known']} known,"
+            f" {len(m['duplicates'])} duplicate, {len(m['rejected'])} rejected"
+        )
+    console.print(counts_table(summary.counts))
+    if summary.failures:
+        console.print(failures_table(summary.failures))
+    console.print(f"finished in {summary.elapsed_s:.1f}s — work dir {summary.workdir}")

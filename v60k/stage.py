@@ -1,0 +1,166 @@
+"""The stage contract: every per-video step of the pipeline is a small ``Stage`` subclass.
+
+A stage reads earlier stages' outputs for one video from the work dir, writes its own (atomically),
+and returns a ``StageResult``. The executor calls ``setup()`` once per worker (load models there)
+and ``process(video)`` once per video. Raise ``SkipVideo`` for an explained non-failure
+("no audio stream"), ``StageError`` (or a subclass) for a classified failure; any other exception
+is recorded as a failure with its type name as the class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from v60k.workdir import VideoPaths, WorkDir
+
+
+class StageSettings(BaseModel):
+    """Base for a stage's config section. Secrets are ``SecretStr``: never hashed, dumped or logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without secret values (what the catalog stores and the fingerprint hashes)."""
+        return _redact(self.model_dump(mode="python"))
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "<secret>" if value.get_secret_value() else None
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage needs (the Ray executor turns this into actor options)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float = 0.0
+
+
+@dataclass
+class Video:
+    """One manifest row, as a stage sees it."""
+
+    video_id: str
+    source_url: str
+    dir: Path
+    series: str | None = None
+    characters: list[str] = field(default_factory=list)
+    language: str | None = None
+    license: str | None = None
+    title: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> VideoPaths:
+        return VideoPaths(self.dir)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dir"] = str(self.dir)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Video:
+        return cls(**{**data, "dir": Path(data["dir"])})
+
+
+@dataclass
+class StageResult:
+    """What ``process`` returns: the outputs it wrote (names → paths), plus optional facts.
+
+    ``usage`` (tokens, requests, cost_usd, ...) is summed by ``status``; ``new_videos`` are manifest
+    rows discovered while processing (a playlist's entries) that the pipeline adds to the catalog.
+    """
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, float] = field(default_factory=dict)
+    new_videos: list[dict[str, Any]] = field(default_factory=list)
+    skip_reason: str | None = None
+
+
+class SkipVideo(Exception):
+    """The stage does not apply to this video (no audio, language filtered, ...): a final, explained state."""
+
+    def __init__(self, reason: str, error_class: str = "skipped"):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_class = error_class
+
+
+class StageError(Exception):
+    """A classified failure. ``error_class`` is what ``status`` groups by; ``transient`` ones may be retried."""
+
+    error_class: str = "error"
+    transient: bool = False
+
+    def __init__(self, message: str, error_class: str | None = None, transient: bool | None = None):
+        super().__init__(message)
+        if error_class:
+            self.error_class = error_class
+        if transient is not None:
+            self.transient = transient
+
+
+@dataclass
+class StageContext:
+    """What a stage gets besides its own settings: the work dir and the run's shared config sections."""
+
+    workdir: WorkDir
+    shared: dict[str, Any] = field(default_factory=dict)  # e.g. {"llm": {...}, "output": {...}}
+
+
+class Stage:
+    """Base class. Subclasses set ``name``, ``version``, ``requires``, ``Settings`` and implement ``process``."""
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    requires: ClassVar[tuple[str, ...]] = ()
+    Settings: ClassVar[type[StageSettings]] = StageSettings
+    resources: ClassVar[Resources] = Resources()
+
+    def __init__(self, settings: StageSettings | None = None, context: StageContext | None = None):
+        self.settings = settings if settings is not None else self.Settings()
+        self.context = context
+
+    @property
+    def workdir(self) -> WorkDir:
+        assert self.context is not None, "stage built without a context"
+        return self.context.workdir
+
+    def fingerprint(self) -> str:
+        """Version + settings hash; a change re-runs this stage and every later one. Override to add
+        inputs that live outside the settings (prompt files, a model's identity)."""
+        return fingerprint_of(self.version, self.settings.public_dict(), self.fingerprint_extra())
+
+    def fingerprint_extra(self) -> Any:
+        return None
+
+    def setup(self) -> None:
+        """Load models and open clients; called once per worker before any ``process``."""
+
+    def process(self, video: Video) -> StageResult:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Release what ``setup`` acquired."""
+
+
+def fingerprint_of(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
