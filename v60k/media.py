@@ -1,0 +1,143 @@
+"""Media helpers on ffmpeg / ffprobe through ffmpeg-python: stream facts, audio extraction, frame grabs, cuts."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+import numpy as np
+
+from v60k.stage import StageError
+from v60k.workdir import atomic_path
+
+
+class MediaError(StageError):
+    """A file ffmpeg cannot use; ``error_class`` says why (corrupt, not_a_video, no_streams, ...)."""
+
+    error_class = "bad_media"
+
+
+@dataclass
+class StreamInfo:
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None
+    audio_codec: str | None
+    format_name: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rate(text: str | None) -> float:
+    try:
+        value = float(Fraction(text)) if text and text != "0/0" else 0.0
+    except (ValueError, ZeroDivisionError):
+        value = 0.0
+    return value
+
+
+def probe(path: str | Path) -> StreamInfo:
+    """Stream facts of a media file; ``MediaError`` with a clear class when it is unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path.name}: file not found", "missing_file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError(f"{path.name}: zero-byte file", "empty_file")
+    try:
+        info = ffmpeg.probe(str(path))
+    except ffmpeg.Error as exc:
+        detail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        reason = detail[-1] if detail else "ffprobe failed"
+        head = path.read_bytes()[:512].lstrip().lower()
+        if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
+            raise MediaError(f"{path.name}: not a media file (looks like a web page/text): {reason}", "not_a_video") from exc
+        raise MediaError(f"{path.name}: unreadable or corrupt media: {reason}", "corrupt_media") from exc
+    streams = info.get("streams", [])
+    video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    fmt = info.get("format", {})
+    duration = float(fmt.get("duration") or (video or audio or {}).get("duration") or 0.0)
+    fps = _rate(video.get("avg_frame_rate")) or _rate(video.get("r_frame_rate")) if video else 0.0
+    frames = int(video.get("nb_frames") or 0) if video else 0
+    if video and not frames and fps and duration:
+        frames = int(round(duration * fps))
+    if video is None and audio is None:
+        raise MediaError(f"{path.name}: no audio or video stream", "no_streams")
+    return StreamInfo(
+        duration_s=duration,
+        fps=fps,
+        width=int(video.get("width") or 0) if video else 0,
+        height=int(video.get("height") or 0) if video else 0,
+        frame_count=frames,
+        has_video=video is not None,
+        has_audio=audio is not None,
+        video_codec=video.get("codec_name") if video else None,
+        audio_codec=audio.get("codec_name") if audio else None,
+        format_name=str(fmt.get("format_name", "")),
+        size_bytes=size,
+    )
+
+
+def _run(stream: Any, what: str) -> bytes:
+    try:
+        out, _ = stream.run(capture_stdout=True, capture_stderr=True, quiet=True)
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
+        raise MediaError(f"ffmpeg {what} failed: {' | '.join(tail)}", "ffmpeg_failed") from exc
+    return out
+
+
+def extract_audio(src: str | Path, dst: str | Path, sample_rate: int = 16000) -> Path:
+    """The first audio stream as mono PCM s16 WAV at ``sample_rate``, written atomically."""
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        stream = ffmpeg.input(str(src)).output(
+            str(tmp), format="wav", acodec="pcm_s16le", ac=1, ar=sample_rate, map="0:a:0", vn=None
+        ).overwrite_output()
+        _run(stream, "audio extraction")
+    return dst
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
+    """Decode any audio (or a video's first audio stream) to mono float32 in [-1, 1]."""
+    stream = ffmpeg.input(str(path)).output("pipe:", format="s16le", acodec="pcm_s16le", ac=1, ar=sample_rate)
+    raw = _run(stream, "audio decoding")
+    return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
+
+
+def grab_frame(path: str | Path, time_s: float, width: int | None = None, quality: int = 3) -> bytes:
+    """One JPEG frame at ``time_s`` (input-side seek: fast), scaled to ``width`` keeping the aspect ratio."""
+    stream = ffmpeg.input(str(path), ss=max(0.0, float(time_s)))
+    if width:
+        stream = stream.filter("scale", int(width), -2)
+    data = _run(stream.output("pipe:", vframes=1, format="image2", vcodec="mjpeg", **{"q:v": quality}), "frame grab")
+    if not data:
+        raise MediaError(f"no frame at {time_s:.3f}s", "no_frame")
+    return data
+
+
+def cut(src: str | Path, dst: str | Path, start_s: float, end_s: float, reencode: bool = True) -> Path:
+    """Cut [start_s, end_s) into ``dst`` (re-encoded by default for frame-exact cuts)."""
+    dst = Path(dst)
+    with atomic_path(dst) as tmp:
+        stream = ffmpeg.input(str(src), ss=start_s, t=max(0.0, end_s - start_s))
+        opts: dict[str, Any] = {"c": "copy"} if not reencode else {"vcodec": "libx264", "preset": "veryfast", "acodec": "aac"}
+        _run(stream.output(str(tmp), format=dst.suffix.lstrip(".") or "mp4", **opts).overwrite_output(), "cut")
+    return dst
+
+
+def ffmpeg_version() -> str:
+    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0] if out else "unknown"
