@@ -62,10 +62,7 @@ def parse_characters(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         text = value.strip()
-        if text.startswith("["):
-            value = json.loads(text)
-        else:
-            value = re.split(r"[;|]", text)
+        value = json.loads(text) if text.startswith("[") else re.split(r"[;|]", text)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("characters must be a list of names (or 'A;B;C')")
     seen: list[str] = []

@@ -3,6 +3,7 @@ cluster (``address``) or a local one. The work dir must be on a file system ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -93,10 +94,8 @@ class RayExecutor:
                 yield outcome
         finally:
             for actor in {id(a): a for a in actors + idle}.values():
-                try:
+                with contextlib.suppress(Exception):  # already dead
                     ray.kill(actor, no_restart=True)
-                except Exception:  # already dead
-                    pass
 
     def close(self) -> None:
         if self._started_here:
