@@ -123,13 +123,22 @@ def run(
     force: bool = False,
     progress: Progress | None = None,
     command: str = "run",
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> RunSummary:
-    """Run ``stages`` (default: the config's, else all) over every pending video, resumably."""
+    """Run ``stages`` (default: the config's, else all) over every pending video, resumably.
+
+    ``overrides`` ({stage: {setting: value}}) take precedence over the config file's sections.
+    """
     started = time.time()
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     workdir.create()
     if not isinstance(config, PipelineConfig):
         config = load_config(config, known_stages=list(STAGE_ORDER))
+    if overrides:
+        merged = {name: dict(section) for name, section in config.stage_settings.items()}
+        for name, values in overrides.items():
+            merged.setdefault(name, {}).update(values)
+        config = config.model_copy(update={"stage_settings": merged})
     progress = progress or Progress()
     selected = resolve_stages(stages if stages is not None else config.stages)
     involved = _with_requirements(selected)

@@ -12,8 +12,25 @@ from v60k.cli.render import print_status, print_summary
 from v60k.progress import default_progress
 from v60k.stages import STAGE_ORDER, STAGE_SUMMARIES
 
+# Stage settings that deserve a flag of their own on the stage's command (all others: --set KEY=VALUE).
+STAGE_FLAGS = {"generate": {"batch": "Send requests through the OpenAI Batch API; a later run collects results."}}
 
-def _execute(stages, manifest, workdir, config_path, workers, executor, ray_address, limit, force, strict, quiet, command):
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, object]:
+    """--set key=value pairs; values parsed as YAML scalars (true, 3, 0.5, text)."""
+    import yaml
+
+    parsed: dict[str, object] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+        parsed[key.strip()] = yaml.safe_load(raw)
+    return parsed
+
+
+def _execute(stages, manifest, workdir, config_path, workers, executor, ray_address, limit, force, strict, quiet,
+             command, overrides=None):
     progress = default_progress(quiet)
     try:
         summary = pipeline.run(
@@ -28,6 +45,7 @@ def _execute(stages, manifest, workdir, config_path, workers, executor, ray_addr
             force=force,
             progress=progress,
             command=command,
+            overrides=overrides,
         )
     finally:
         progress.close()
@@ -50,12 +68,22 @@ def _stage_command(name: str) -> click.Command:
     )
     help_text = f"{doc}\n\n\b\nExample:\n  {example}"
 
+    flags = STAGE_FLAGS.get(name, {})
+
     @friendly_errors
-    def command(manifest=None, **options):
-        _execute([name], manifest, command=name, **options)
+    def command(manifest=None, settings=(), **options):
+        overrides = _parse_sets(settings)
+        for flag in flags:
+            if options.pop(flag, False):
+                overrides[flag] = True
+        _execute([name], manifest, command=name, overrides={name: overrides} if overrides else None, **options)
 
     command.__name__ = name
     command = pipeline_options(command)
+    command = click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+                           help=f"Override a setting of the {name} section (repeatable).")(command)
+    for flag, flag_help in flags.items():
+        command = click.option(f"--{flag}", flag, is_flag=True, help=flag_help)(command)
     if takes_manifest:
         command = click.argument("manifest", type=click.Path(dir_okay=False, exists=True))(command)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -52,6 +53,9 @@ class RayExecutor:
                     kwargs["_temp_dir"] = self.temp_dir
                 if self.node_ip_address:
                     kwargs["_node_ip_address"] = self.node_ip_address
+                # a local cluster's workers import stage classes from wherever the driver does
+                paths = [p for p in sys.path if p and os.path.isdir(p)]
+                kwargs["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
             ray.init(**kwargs)
             self._started_here = True
         return ray
