@@ -3,15 +3,21 @@ OpenAI-compatible server with a scripted model under test and a scripted judge."
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from v60k.framework.evaluate import (
     Rubric,
     TurnOutcome,
     aggregate,
     dialogue_items,
+    load_test_items,
     parse_judgement,
     subsample_frames,
 )
@@ -136,3 +142,75 @@ def test_subsampling_frames_keeps_temporal_order_and_the_ends():
     frames = [(float(t), bytes([t])) for t in range(10)]
     assert [t for t, _ in subsample_frames(frames, 4)] == [0.0, 3.0, 6.0, 9.0]
     assert subsample_frames(frames, None) == frames and subsample_frames(frames, 20) == frames
+
+
+# ------------------------------------------------------------------------------------ a small corpus
+
+
+def _jpeg(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 18), (shade, 255 - shade, 80)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def _turns(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    """(speaker, text) pairs alternating user / character, the user first."""
+    return [{"role": "user" if i % 2 == 0 else "character", "speaker": speaker, "text": text}
+            for i, (speaker, text) in enumerate(pairs)]
+
+
+def _write(root: Path, table: str, split: str, rows: list[dict[str, object]]) -> None:
+    folder = root / "data" / table
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / f"{split}-00000-of-00001.parquet")
+
+
+def build_shards(root: Path) -> Path:
+    """The issue-5 shard layout with two test dialogues (three character turns) and one train dialogue."""
+    clip = {"clip_id": "ep1-c000", "video_id": "ep1", "start_s": 0.0, "end_s": 20.0,
+            "frame_times_s": [9.0, 1.5, 4.0],  # stored out of order on purpose: the model must get them sorted
+            "frames": [{"bytes": _jpeg(200), "path": "9000.jpg"}, {"bytes": _jpeg(10), "path": "1500.jpg"},
+                       {"bytes": _jpeg(100), "path": "4000.jpg"}],
+            "summary": "Monica offers Ross pancakes while he complains about the museum.", "split": "test"}
+    _write(root, "clips", "test", [clip])
+    _write(root, "videos", "test", [{"video_id": "ep1", "title": "Central Perk", "series": "friends-like",
+                                     "characters": ["Monica", "Ross"], "split": "test"}])
+    _write(root, "utterances", "test", [
+        {"video_id": "ep1", "start_s": 2.0, "end_s": 3.0, "text": "The museum called me.", "character": "Ross"},
+        {"video_id": "ep1", "start_s": 30.0, "end_s": 32.0, "text": "I love dinosaurs.", "character": "Ross"},
+        {"video_id": "ep1", "start_s": 33.0, "end_s": 34.0, "text": "Pancakes!", "character": "Monica"},
+    ])
+    dialogues = [
+        {"dialogue_id": "ep1-c000-d01", "clip_id": "ep1-c000", "video_id": "ep1", "character": "Ross",
+         "generation_type": "llm", "generator": "scripted", "split": "test",
+         "turns": _turns(("Monica", "Q-A: did you sleep?"), ("Ross", "REF-A: not really."))},
+        {"dialogue_id": "ep1-c000-d00", "clip_id": "ep1-c000", "video_id": "ep1", "character": "Ross",
+         "generation_type": "raw_lines", "generator": "v60k", "split": "test",
+         "turns": _turns(("Monica", "Q-B: pancakes?"), ("Ross", "REF-B: yes please."),
+                         ("Monica", "Q-C: the museum?"), ("Ross", "REF-C: a lecture on Friday."))},
+    ]
+    _write(root, "dialogues", "test", dialogues)
+    _write(root, "dialogues", "train", [{**dialogues[0], "dialogue_id": "ep9-c000-d00", "split": "train"}])
+    return root
+
+
+def test_test_items_come_from_the_test_split_with_sorted_frames_summary_and_a_leak_free_persona(tmp_path):
+    items = load_test_items(build_shards(tmp_path / "corpus"), max_frames=None)
+    assert [(i.dialogue_id, i.turn, i.question.text, i.reference) for i in items] == [
+        ("ep1-c000-d00", 1, "Q-B: pancakes?", "REF-B: yes please."),
+        ("ep1-c000-d00", 3, "Q-C: the museum?", "REF-C: a lecture on Friday."),
+        ("ep1-c000-d01", 1, "Q-A: did you sleep?", "REF-A: not really."),
+    ]
+    profile = items[0].profile
+    assert profile.frame_times == [1.5, 4.0, 9.0]
+    assert profile.frames[0][1] == _jpeg(10)
+    assert profile.summary.startswith("Monica offers Ross pancakes")
+    assert "I love dinosaurs." in profile.persona and "The museum called me." not in profile.persona  # inside the clip
+    assert "Pancakes!" not in profile.persona and "Central Perk" in profile.persona
+    assert [i.dialogue_id for i in load_test_items(tmp_path / "corpus", limit=1)] == ["ep1-c000-d00"] * 2
+    assert len(load_test_items(tmp_path / "corpus", max_frames=2)[0].profile.frames) == 2
+
+
+def test_missing_test_dialogues_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no test dialogues"):
+        load_test_items(tmp_path)
