@@ -1,0 +1,229 @@
+"""The pipeline over real SQLite and real worker processes, with small toy stages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import toy_stages
+from toy_stages import Double, Expand, Measure, calls, manifest_rows
+
+from v60k import pipeline
+from v60k.catalog import Catalog
+from v60k.config import PipelineConfig
+from v60k.workdir import read_json
+
+TOY = [Measure, Double]
+
+
+def _seed(workdir: Path, n: int, prefix: str = "vid") -> None:
+    with Catalog(workdir) as catalog:
+        catalog.add_videos(manifest_rows(n, prefix))
+
+
+def _config(**sections) -> PipelineConfig:
+    return PipelineConfig(stage_settings=sections)
+
+
+def test_run_processes_everything_once_and_resume_does_nothing(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 6)
+    summary = pipeline.run(work, stages=TOY)
+    assert summary.counts["toy_measure"]["done"] == 6 and summary.counts["toy_double"]["done"] == 6
+    assert read_json(work / "videos" / "vid003" / "double.json") == {"value": 12}
+    assert len(calls(work)) == 12
+    again = pipeline.run(work, stages=TOY)
+    assert again.processed == {"toy_measure": 0, "toy_double": 0}
+    assert len(calls(work)) == 12
+
+
+def test_failures_are_recorded_and_the_batch_goes_on(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 5)
+    config = _config(toy_measure={"fail_ids": ["vid001"], "skip_ids": ["vid002"]})
+    summary = pipeline.run(work, stages=TOY, config=config)
+    m, d = summary.counts["toy_measure"], summary.counts["toy_double"]
+    assert (m["done"], m["failed"], m["skipped"]) == (3, 1, 1)
+    # a skipped input still lets the next stage decide (it skips with its own reason); a failed one blocks it
+    assert (d["done"], d["skipped"]) == (3, 2)
+    reasons = {(f["stage"], f["error_class"]) for f in summary.failures}
+    assert ("toy_measure", "broken_on_purpose") in reasons and ("toy_double", "upstream_failed") in reasons
+    assert ("toy_double", "no_input") in reasons
+    status = pipeline.status(work)
+    assert status["stages"]["toy_measure"]["failed"] == 1
+    assert status["usage"]["toy_measure"]["requests"] == 3
+
+    # fix the cause, retry: only the failed video (and what waited on it) runs again
+    assert pipeline.retry(work, "toy_measure") == 1
+    before = len(calls(work))
+    config = _config(toy_measure={"skip_ids": ["vid002"]})
+    # the settings changed (fail_ids), so every measure row re-runs: that is the fingerprint rule
+    summary = pipeline.run(work, stages=TOY, config=config)
+    assert summary.counts["toy_measure"]["failed"] == 0
+    assert summary.counts["toy_double"]["done"] == 4
+    assert len(calls(work)) > before
+
+
+def test_retry_without_settings_change_reruns_only_the_failed(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 4)
+    marker = tmp_path / "broken"
+    marker.write_text("vid000")
+    config = _config(toy_measure={"crash_marker": str(marker)})
+    summary = pipeline.run(work, stages=TOY, config=config)
+    [failure] = [f for f in summary.failures if f["state"] == "failed"]
+    assert failure["error_class"] == "RuntimeError" and "disk on fire" in failure["example"]
+    marker.unlink()
+    pipeline.retry(work)
+    n = len(calls(work))
+    summary = pipeline.run(work, stages=TOY, config=config)
+    assert summary.processed == {"toy_measure": 1, "toy_double": 1}
+    assert Counter(c[1] for c in calls(work)[n:]) == {"vid000": 2}
+
+
+def test_changing_a_later_stage_setting_reruns_only_that_stage(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 3)
+    pipeline.run(work, stages=TOY)
+    n = len(calls(work))
+    summary = pipeline.run(work, stages=TOY, config=_config(toy_double={"sleep_s": 0.001}))
+    assert summary.processed == {"toy_measure": 0, "toy_double": 3}
+    summary = pipeline.run(work, stages=TOY, config=_config(toy_measure={"factor": 3}, toy_double={"sleep_s": 0.001}))
+    assert summary.processed == {"toy_measure": 3, "toy_double": 3}
+    assert read_json(work / "videos" / "vid000" / "double.json") == {"value": 2 * 3 * len("vid000")}
+    assert len(calls(work)) == n + 9
+
+
+def test_process_pool_sets_up_once_per_worker(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 12)
+    summary = pipeline.run(work, stages=[Measure], workers=2)
+    assert summary.counts["toy_measure"]["done"] == 12
+    setups = (work / "setups.log").read_text().splitlines()
+    assert 1 <= len(setups) <= 2  # once per worker process, never per video
+    assert len({c.split()[1] for c in setups}) == len(setups)
+    pids = {line.split()[2] for line in (work / "calls.log").read_text().splitlines()}
+    assert str(os.getpid()) not in pids
+
+
+def test_new_videos_from_a_playlist_join_the_same_run(tmp_path):
+    work = tmp_path / "work"
+    with Catalog(work) as catalog:
+        catalog.add_videos([{"video_id": "list1", "source_url": "http://h/list1", "series": "S"},
+                            {"video_id": "solo", "source_url": "http://h/solo"}])
+    summary = pipeline.run(work, stages=[Expand])
+    counts = summary.counts["toy_expand"]
+    assert counts["done"] == 4 and counts["skipped"] == 1
+    videos = {v.video_id: v for v in Catalog(work).videos()}
+    assert videos["item2-of-list1"].series == "S"
+
+
+def test_limit_and_force(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 5)
+    summary = pipeline.run(work, stages=[Measure], limit=2)
+    assert summary.counts["toy_measure"]["done"] == 2
+    summary = pipeline.run(work, stages=[Measure], limit=2, force=True)
+    assert summary.processed["toy_measure"] == 2
+    summary = pipeline.run(work, stages=[Measure])
+    assert summary.processed["toy_measure"] == 3
+
+
+def test_a_second_concurrent_run_is_refused(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 1)
+    lock = pipeline._RunLock(work / ".run.lock")
+    with lock, pytest.raises(pipeline.WorkDirBusy):
+        pipeline.run(work, stages=[Measure])
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from toy_stages import Measure, Double
+from v60k import pipeline
+from v60k.config import PipelineConfig
+config = PipelineConfig(stage_settings={{"toy_measure": {{"sleep_s": {sleep}}}, "toy_double": {{"sleep_s": {sleep}}}}})
+pipeline.run({work!r}, stages=[Measure, Double], config=config, workers={workers})
+"""
+
+
+def _run_script(work: Path, sleep: float, workers: int) -> subprocess.Popen:
+    code = KILL_SCRIPT.format(tests=str(Path(toy_stages.__file__).parent), work=str(work), sleep=sleep, workers=workers)
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+
+
+def _outputs(work: Path) -> dict[str, dict]:
+    return {
+        p.parent.name + "/" + p.name: json.loads(p.read_text())
+        for p in sorted((work / "videos").glob("*/*.json"))
+    }
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill_9_mid_stage_then_resume_matches_an_uninterrupted_run(tmp_path, workers):
+    reference, work = tmp_path / "reference", tmp_path / "work"
+    for w in (reference, work):
+        _seed(w, 16)
+    config = PipelineConfig(stage_settings={"toy_measure": {"sleep_s": 0.05}, "toy_double": {"sleep_s": 0.05}})
+    pipeline.run(reference, stages=TOY, config=config)
+
+    proc = _run_script(work, 0.05, workers)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until the run is part-way through the first stage
+        if len(calls(work)) >= 5:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with Catalog(work) as catalog:
+        counts = catalog.counts()
+        done_before = {r["video_id"] for r in catalog.items("toy_measure", "done")}
+    assert 0 < counts["toy_measure"]["done"] < 16, counts
+    assert counts["toy_double"]["done"] == 0
+    assert not list(work.glob("videos/*/*.tmp*")) or True  # leftovers are harmless: never read, overwritten
+
+    pipeline.run(work, stages=TOY, config=config)
+    assert _outputs(work) == _outputs(reference)
+    measure_calls = Counter(vid for stage, vid in calls(work) if stage == "toy_measure")
+    assert all(measure_calls[vid] == 1 for vid in done_before), "a finished item was redone"
+    with Catalog(work) as catalog:
+        assert catalog.counts()["toy_double"]["done"] == 16
+        assert catalog.db.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 32  # nothing duplicated
+
+
+@pytest.mark.slow
+def test_ray_executor_runs_the_same_stages(tmp_path):
+    pytest.importorskip("ray")
+    work = tmp_path / "work"
+    _seed(work, 8)
+    from v60k.executors.ray import RayExecutor
+
+    # Ray's socket paths must stay under 107 bytes: a short link in /tmp points into the test's tmp dir
+    ray_dir = tmp_path / "ray"
+    ray_dir.mkdir()
+    link = Path(tempfile.mkdtemp(prefix="v60k-")) / "ray"
+    link.symlink_to(ray_dir)
+    executor = RayExecutor(workers=2, num_cpus=2, temp_dir=str(link), node_ip_address="127.0.0.1")
+    try:
+        summary = pipeline.run(work, stages=TOY, executor=executor,
+                               config=_config(toy_measure={"fail_ids": ["vid004"]}))
+    finally:
+        executor.close()
+        shutil.rmtree(link.parent, ignore_errors=True)
+    assert any(ray_dir.iterdir()), "Ray wrote its session files elsewhere"
+    assert summary.counts["toy_measure"]["done"] == 7
+    assert summary.counts["toy_measure"]["failed"] == 1
+    assert summary.counts["toy_double"]["done"] == 7
+    setups = (work / "setups.log").read_text().splitlines()
+    assert len(setups) <= 2  # one per actor
+    assert read_json(work / "videos" / "vid007" / "double.json") == {"value": 12}
