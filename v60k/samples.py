@@ -9,9 +9,12 @@ espeak-ng voices, and a cast that names each other. The demo, the tests and the 
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import subprocess
 import tempfile
+import threading
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,3 +287,33 @@ def demo_specs() -> list[EpisodeSpec]:
     """The episodes `make demo` builds: two dialogues, and one video without any audio stream."""
     silent = EpisodeSpec(name="silent-walk", audio=False, duration_s=12.0, scene_lengths_s=[4.0, 4.0, 4.0])
     return [two_speaker_spec(), three_speaker_spec(), silent]
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class MediaServer:
+    """A real HTTP server on 127.0.0.1 serving a directory: the demo and the tests download from it."""
+
+    def __init__(self, root: str | Path, port: int = 0):
+        self.root = Path(root)
+        handler = functools.partial(_QuietHandler, directory=str(self.root))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
+
+    def __enter__(self) -> MediaServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
