@@ -1,0 +1,165 @@
+"""The dataset card: ``README.md`` in the shard folder with the Hub's YAML header (one config per table,
+license, task categories, languages, size category) and statistics computed from the shards themselves."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import yaml
+
+from v60k.dataset.schema import TABLES, load_table_spec
+
+HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-2.0", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0",
+                "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-4.0", "odc-by",
+                "pddl", "other", "unknown"}
+# what platforms write into info.json → the Hub's license id
+LICENSE_ALIASES = {"creative commons attribution license (reuse allowed)": "cc-by-3.0",
+                   "creative commons attribution": "cc-by-3.0", "cc by 4.0": "cc-by-4.0", "cc-by": "cc-by-4.0",
+                   "public domain": "cc0-1.0", "cc0": "cc0-1.0"}
+SIZE_BINS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+             (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+DEFAULT_CONFIG = "dialogues"
+
+
+def hub_license(values: list[str | None]) -> str:
+    """One Hub license id for the corpus: the videos' common license, else ``other`` (mixed or unknown)."""
+    ids = {LICENSE_ALIASES.get(str(v).strip().lower(), str(v).strip().lower()) for v in values if v}
+    if len(ids) == 1 and next(iter(ids)) in HUB_LICENSES:
+        return next(iter(ids))
+    return "other"
+
+
+def size_category(rows: int) -> str:
+    return next((label for limit, label in SIZE_BINS if rows < limit), "n>100M")
+
+
+def _files(root: Path, table: str) -> dict[str, list[Path]]:
+    by_split: dict[str, list[Path]] = {}
+    for path in sorted((root / "data" / table).glob("*.parquet")):
+        by_split.setdefault(path.name.split("-", 1)[0], []).append(path)
+    return by_split
+
+
+def _column(paths: list[Path], name: str) -> list[Any]:
+    values: list[Any] = []
+    for path in paths:
+        values += pq.read_table(path, columns=[name]).column(name).to_pylist()
+    return values
+
+
+def corpus_stats(root: str | Path) -> dict[str, Any]:
+    """Rows per table and split, hours of video, languages, licenses, characters, generation types."""
+    root = Path(root)
+    rows = {t: {s: sum(pq.ParquetFile(p).metadata.num_rows for p in ps) for s, ps in _files(root, t).items()}
+            for t in TABLES}
+    all_files = {t: [p for ps in _files(root, t).values() for p in ps] for t in TABLES}
+    durations = [d for d in _column(all_files["videos"], "duration_s") if d]
+    dialogue_characters = Counter(_column(all_files["dialogues"], "character"))
+    utterance_characters = Counter(c for c in _column(all_files["utterances"], "character") if c)
+    return {
+        "rows": rows,
+        "videos": sum(rows["videos"].values()),
+        "hours": round(sum(durations) / 3600, 3),
+        "languages": sorted({x for x in _column(all_files["videos"], "language") if x}),
+        "licenses": _column(all_files["videos"], "license"),
+        "series": len({x for x in _column(all_files["videos"], "series") if x}),
+        "characters": len(set(utterance_characters) | set(dialogue_characters)),
+        "top_characters": dialogue_characters.most_common(10),
+        "attributed_share": round(sum(utterance_characters.values()) / max(1, sum(rows["utterances"].values())), 3),
+        "generation_types": dict(sorted(Counter(_column(all_files["dialogues"], "generation_type")).items())),
+        "frames": sum(len(x or []) for x in _column(all_files["clips"], "frame_times_s")),
+    }
+
+
+def card_header(stats: dict[str, Any], license: str | None = None, pretty_name: str | None = None) -> dict[str, Any]:
+    header: dict[str, Any] = {"pretty_name": pretty_name or "Role-playing video corpus (v60k)"}
+    header["license"] = license or hub_license(stats["licenses"])
+    if header["license"] == "other":
+        header["license_name"] = "mixed-source-licenses"
+        header["license_link"] = "LICENSE"
+    if stats["languages"]:
+        header["language"] = stats["languages"]
+    header["task_categories"] = ["video-text-to-text", "text-generation"]
+    header["tags"] = ["role-play", "video", "dialogue", "multimodal"]
+    largest = max((sum(v.values()) for v in stats["rows"].values()), default=0)
+    header["size_categories"] = [size_category(largest)]
+    configs = []
+    for table in sorted(TABLES, key=lambda t: t != DEFAULT_CONFIG):
+        splits = [s for s in ("train", "validation", "test") if s in stats["rows"][table]]
+        splits += sorted(s for s in stats["rows"][table] if s not in splits)
+        config: dict[str, Any] = {"config_name": table}
+        if table == DEFAULT_CONFIG:
+            config["default"] = True
+        config["data_files"] = [{"split": s, "path": f"data/{table}/{s}-*.parquet"} for s in splits]
+        configs.append(config)
+    header["configs"] = configs
+    return header
+
+
+def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
+    front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
+    lines = [f"---\n{front}---", "", f"# {header['pretty_name']}", "",
+             "Video-grounded role-play data in the style of Role-playing-Video60k (Video2Roleplay): videos, their "
+             "attributed utterances, clips with sampled frames and summaries, and role-play dialogues grounded in "
+             "the clips. Splits are assigned per series (per video where there is no series): no video has rows "
+             "in two splits.", "", "## Statistics", "",
+             f"- videos: {stats['videos']} ({stats['hours']} hours), series: {stats['series']}",
+             f"- languages: {', '.join(stats['languages']) or 'unknown'}",
+             f"- characters: {stats['characters']}; utterances attributed to a character: "
+             f"{stats['attributed_share'] * 100:.1f}%",
+             f"- frames: {stats['frames']}",
+             f"- dialogues by generation type: "
+             + (", ".join(f"{k} {v}" for k, v in stats["generation_types"].items()) or "none"), "",
+             "| table | " + " | ".join(["train", "validation", "test"]) + " |", "|---|---|---|---|"]
+    for table in TABLES:
+        counts = stats["rows"][table]
+        lines.append(f"| {table} | " + " | ".join(str(counts.get(s, 0)) for s in ("train", "validation", "test")) + " |")
+    if stats["top_characters"]:
+        lines += ["", "Characters with the most dialogues: "
+                  + ", ".join(f"{name} ({n})" for name, n in stats["top_characters"]) + "."]
+    lines += ["", "## Loading", "", "```python", "from datasets import load_dataset",
+              'dialogues = load_dataset("<repo or folder>", "dialogues", split="train")',
+              'clips = load_dataset("<repo or folder>", "clips", split="train")  # frames decode as images',
+              "```", "", "DuckDB and Polars read the shards directly: "
+              "`SELECT * FROM 'data/dialogues/*.parquet'`.", "", "## Tables", ""]
+    for table in TABLES:
+        spec = load_table_spec(table)
+        lines += [f"### `{table}` (schema {spec.version})", "", spec.doc, "", "| field | type | doc |", "|---|---|---|"]
+        for f in spec.fields:
+            kind = f.type_text + ("" if f.nullable else ", required")
+            lines.append(f"| `{f.name}` | `{kind}` | {f.doc.replace('|', '/')} |")
+        lines.append("")
+    lines += ["## License", "",
+              f"Each video keeps its source license (`videos.license`); the card's license is "
+              f"`{header['license']}`. Generated summaries and dialogues follow the same terms.", ""]
+    return "\n".join(lines)
+
+
+def write_card(root: str | Path, license: str | None = None, pretty_name: str | None = None) -> Path:
+    """Write ``root/README.md`` from the shards under ``root/data``."""
+    root = Path(root)
+    stats = corpus_stats(root)
+    text = render_card(stats, card_header(stats, license=license, pretty_name=pretty_name))
+    path = root / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def read_card_header(path: str | Path) -> dict[str, Any]:
+    """The YAML header of a card; ``ValueError`` when it is missing or not YAML."""
+    text = Path(path).read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        raise ValueError("no YAML header (--- ... ---)")
+    try:
+        _, front, _ = text.split("---", 2)
+        header = yaml.safe_load(front)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"the YAML header cannot be read: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ValueError("the YAML header is not a mapping")
+    return header

@@ -1,0 +1,391 @@
+"""The shard writer: the work dir's per-video JSON files → Parquet shards under ``<out>/data/<table>/``.
+
+    summary = write_shards("v60k-work", "corpus", OutputSettings(shard_size_mb=500))
+
+Streaming: rows are buffered per (table, split) only up to one row group, then written; a shard is closed
+when it reaches the target size. Shards are written under temporary names in a staging folder and renamed
+to the Hub's ``<split>-00000-of-00003.parquet`` names at the end, when the counts are known; the previous
+``data/`` is replaced only then. Videos are read in id order and rows in file order, so a re-run over the
+same work dir gives byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
+
+from v60k.catalog import Catalog
+from v60k.dataset.schema import SPLITS, TABLES, table_schema
+from v60k.dataset.splits import assign_splits, split_group
+from v60k.stage import Video
+from v60k.workdir import VideoPaths, WorkDir, read_json
+
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+
+
+class OutputSettings(BaseModel):
+    """The pipeline config's ``output:`` section: where and how the shards are written."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = None
+    shard_size_mb: float = Field(default=500, gt=0)
+    row_group_rows: int = Field(default=1000, ge=1)
+    row_group_mb: float = Field(default=64, gt=0)
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    compression_level: int | None = None
+    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    split_method: Literal["hash", "rank"] = "hash"
+    seed: int = 0
+    card: bool = True
+    check: bool = True  # validate what was written
+    license: str | None = None  # Hub license id for the card (default: from the videos' licenses)
+    pretty_name: str | None = None
+
+    @classmethod
+    def from_config(cls, section: dict[str, Any] | None) -> OutputSettings:
+        return cls(**(section or {}))
+
+
+class ShardError(RuntimeError):
+    """Rows that cannot be written (a required value missing), naming the table and the row."""
+
+
+@dataclass
+class ShardSummary:
+    out_dir: str
+    files: list[str] = field(default_factory=list)
+    rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    videos_by_split: dict[str, int] = field(default_factory=dict)
+    bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+    card: str | None = None
+    validation: Any = None  # ValidationReport when settings.check
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in vars(self).items() if k != "validation"}
+        if self.validation is not None:
+            data["validation"] = {"ok": self.validation.ok, "errors": len(self.validation.errors)}
+        return data
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+STAGE_FILES = {"download": "info_json", "scenes": "scenes_json", "transcribe": "transcript_json",
+               "diarize": "diarization_json", "attribute": "lines_json", "clips": "clips_json",
+               "sample": "frames_json", "generate": "generation_json"}
+
+
+class VideoReader:
+    """One video's documented JSON files, each used only when its stage is ``done`` in the catalog."""
+
+    def __init__(self, video: Video, done_stages: set[str]):
+        self.video = video
+        self.paths = VideoPaths(video.dir)
+        self.done = done_stages
+        self.warnings: list[str] = []
+
+    def load(self, stage: str) -> Any:
+        if stage not in self.done:
+            return None
+        path = getattr(self.paths, STAGE_FILES[stage])
+        try:
+            return read_json(path)
+        except FileNotFoundError:
+            self.warnings.append(f"{self.video.video_id}: {stage} is done but {path.name} is missing")
+        except ValueError as exc:
+            self.warnings.append(f"{self.video.video_id}: {path.name} is not valid JSON ({exc})")
+        return None
+
+
+def video_rows(reader: VideoReader, split: str, include_frames: bool = True) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(table, row) pairs of one video, in a fixed order: the video, its utterances, clips, dialogues."""
+    video = reader.video
+    vid = video.video_id
+    info = reader.load("download") or {}
+    scenes = reader.load("scenes") or {}
+    stream = scenes.get("stream") or {}
+    lines_doc = reader.load("attribute")
+    cast = list(video.characters)
+    for name in (lines_doc or {}).get("cast") or []:
+        if name not in cast:
+            cast.append(name)
+    transcript = reader.load("transcribe")
+    yield "videos", {
+        "video_id": vid,
+        "source_url": video.source_url,
+        "title": video.title or info.get("title"),
+        "series": video.series,
+        "language": video.language or (transcript or {}).get("language"),
+        "license": video.license or info.get("license"),
+        "channel": info.get("channel") or info.get("uploader"),
+        "upload_date": _str_or_none(info.get("upload_date")),
+        "duration_s": _float_or_none(stream.get("duration_s", info.get("duration"))),
+        "fps": _float_or_none(stream.get("fps", info.get("fps"))),
+        "width": _int_or_none(stream.get("width", info.get("width"))),
+        "height": _int_or_none(stream.get("height", info.get("height"))),
+        "characters": cast,
+        "scenes": [{"start_s": float(s["start_s"]), "end_s": float(s["end_s"])} for s in scenes.get("scenes") or []],
+        "split": split,
+    }
+
+    utterance_ids: set[str] = set()
+    for line in _lines(reader, lines_doc, transcript):
+        utterance_id = f"{vid}-{line['line_id']}"
+        utterance_ids.add(utterance_id)
+        yield "utterances", {
+            "utterance_id": utterance_id,
+            "video_id": vid,
+            "line_id": str(line["line_id"]),
+            "start_s": float(line["start_s"]),
+            "end_s": float(line["end_s"]),
+            "text": str(line.get("text") or "").strip(),
+            "speaker": line.get("speaker"),
+            "character": line.get("character"),
+            "attribution_confidence": _float_or_none(line.get("confidence")),
+            "words": [{"text": str(w.get("text", "")), "start_s": float(w["start_s"]), "end_s": float(w["end_s"]),
+                       "probability": _float_or_none(w.get("probability"))} for w in line.get("words") or []],
+            "split": split,
+        }
+
+    clips_doc = reader.load("clips") or {}
+    frames_doc = (reader.load("sample") or {}).get("clips") or {}
+    generation = reader.load("generate") or {}
+    summaries = generation.get("summaries") or {}
+    clip_ids: set[str] = set()
+    for clip in sorted(clips_doc.get("clips") or [], key=lambda c: (c.get("index", 0), c["clip_id"])):
+        clip_id = clip["clip_id"]
+        clip_ids.add(clip_id)
+        frames = sorted(frames_doc.get(clip_id) or [], key=lambda f: f["t_s"])
+        images, times = [], []
+        for frame in frames:
+            data = b""
+            if include_frames:
+                try:
+                    data = (reader.paths.root / frame["path"]).read_bytes()
+                except OSError:
+                    reader.warnings.append(f"{vid}: frame {frame['path']} of {clip_id} is missing; left out")
+                    continue
+            images.append({"bytes": data, "path": f"{vid}/{frame['path']}"})
+            times.append(float(frame["t_s"]))
+        summary = summaries.get(clip_id) or {}
+        yield "clips", {
+            "clip_id": clip_id,
+            "video_id": vid,
+            "index": int(clip.get("index", 0)),
+            "start_s": float(clip["start_s"]),
+            "end_s": float(clip["end_s"]),
+            "scene_indices": [int(i) for i in clip.get("scene_indices") or []],
+            "utterance_ids": [f"{vid}-{lid}" for lid in clip.get("line_ids") or [] if f"{vid}-{lid}" in utterance_ids],
+            "frame_times_s": times,
+            "frames": images,
+            "summary": summary.get("text"),
+            "summary_generator": summary.get("generator"),
+            "summary_type": summary.get("generation_type"),
+            "split": split,
+        }
+
+    for dialogue in sorted(generation.get("dialogues") or [], key=lambda d: d["dialogue_id"]):
+        if dialogue.get("clip_id") not in clip_ids:
+            reader.warnings.append(f"{vid}: dialogue {dialogue.get('dialogue_id')} names an unknown clip; left out")
+            continue
+        yield "dialogues", {
+            "dialogue_id": dialogue["dialogue_id"],
+            "clip_id": dialogue["clip_id"],
+            "video_id": vid,
+            "character": dialogue.get("character"),
+            "generation_type": dialogue.get("generation_type"),
+            "generator": dialogue.get("generator"),
+            "prompt_version": dialogue.get("prompt_version"),
+            "turns": [{"role": t.get("role"), "speaker": t.get("speaker"), "text": t.get("text")}
+                      for t in dialogue.get("turns") or []],
+            "split": split,
+        }
+
+
+def _lines(reader: VideoReader, lines_doc: Any, transcript: Any) -> list[dict[str, Any]]:
+    """The most processed lines there are: attributed, else diarized, else the bare transcript's segments."""
+    if lines_doc and lines_doc.get("lines") is not None:
+        return lines_doc["lines"]
+    diarization = reader.load("diarize")
+    if diarization and diarization.get("lines") is not None:
+        return diarization["lines"]
+    if transcript:
+        return [{**segment, "line_id": f"T{index:04d}", "speaker": None}
+                for index, segment in enumerate(transcript.get("segments") or [])]
+    return []
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+class _PartWriter:
+    """Rows of one (table, split): buffered up to one row group, written to numbered temporary parts."""
+
+    def __init__(self, staging: Path, table: str, split: str, settings: OutputSettings):
+        self.folder = staging / "data" / table
+        self.table = table
+        self.split = split
+        self.schema = table_schema(table)
+        self.settings = settings
+        self.required = [f.name for f in self.schema if not f.nullable]
+        self.buffer: list[dict[str, Any]] = []
+        self.buffer_bytes = 0
+        self.parts: list[Path] = []
+        self.rows = 0
+        self.sink: pa.NativeFile | None = None
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, row: dict[str, Any], approx_bytes: int) -> None:
+        self.buffer.append(row)
+        self.buffer_bytes += approx_bytes
+        if len(self.buffer) >= self.settings.row_group_rows or self.buffer_bytes >= self.settings.row_group_mb * MB:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.buffer:
+            return
+        batch = pa.RecordBatch.from_pylist(self.buffer, schema=self.schema)
+        for name in self.required:
+            column = batch.column(name)
+            if column.null_count:
+                row = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
+                id_field = self.schema.names[0]
+                raise ShardError(f"{self.table}: required field {name!r} is missing in row {self.buffer[row].get(id_field)!r}")
+        if self.writer is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / f".{self.split}.part{len(self.parts):05d}"
+            self.parts.append(path)
+            self.sink = pa.OSFile(str(path), "wb")
+            compression = None if self.settings.compression == "none" else self.settings.compression
+            self.writer = pq.ParquetWriter(self.sink, self.schema, compression=compression,
+                                           compression_level=self.settings.compression_level,
+                                           write_statistics=True, use_dictionary=True)
+        self.writer.write_batch(batch, row_group_size=len(self.buffer))
+        self.rows += len(self.buffer)
+        self.buffer, self.buffer_bytes = [], 0
+        assert self.sink is not None
+        if self.sink.tell() >= self.settings.shard_size_mb * MB:
+            self.close_part()
+
+    def close_part(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            assert self.sink is not None
+            self.sink.close()
+            self.writer = self.sink = None
+
+    def close(self) -> None:
+        self.flush()
+        self.close_part()
+
+
+def _approx_bytes(table: str, row: dict[str, Any]) -> int:
+    if table == "clips":
+        return 256 + sum(len(f["bytes"]) for f in row["frames"])
+    return 256
+
+
+def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: OutputSettings | None = None,
+                 video_ids: list[str] | None = None) -> ShardSummary:
+    """Write the corpus of ``workdir`` to ``out_dir/data/<table>/<split>-NNNNN-of-NNNNN.parquet``, then the
+    dataset card (``settings.card``) and a validation report (``settings.check``)."""
+    settings = settings or OutputSettings()
+    workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    if not workdir.catalog_path.exists():
+        raise FileNotFoundError(f"no catalog in {workdir.root} (run the pipeline first)")
+    out = Path(out_dir).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = ShardSummary(out_dir=str(out))
+
+    with Catalog(workdir) as catalog:
+        videos = catalog.videos(video_ids)
+        done: dict[str, set[str]] = {}
+        for vid, stage in catalog.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
+            done.setdefault(vid, set()).add(stage)
+    videos = [v for v in videos if "download" in done.get(v.video_id, set())]
+    groups = {v.video_id: split_group(v.video_id, v.series) for v in videos}
+    split_of = assign_splits(groups.values(), settings.splits, settings.seed, settings.split_method)
+
+    writers: dict[tuple[str, str], _PartWriter] = {}
+    try:
+        for video in sorted(videos, key=lambda v: v.video_id):
+            split = split_of[groups[video.video_id]]
+            summary.videos_by_split[split] = summary.videos_by_split.get(split, 0) + 1
+            reader = VideoReader(video, done[video.video_id])
+            for table, row in video_rows(reader, split):
+                key = (table, split)
+                if key not in writers:
+                    writers[key] = _PartWriter(staging, table, split, settings)
+                writers[key].add(row, _approx_bytes(table, row))
+            summary.warnings += reader.warnings
+        for key in sorted(writers):
+            writers[key].close()
+        for table in TABLES:  # an empty table still gets one (empty) shard, so every config loads
+            if not any(t == table and w.rows for (t, _), w in writers.items()):
+                empty = _PartWriter(staging, table, next(iter(settings.splits), SPLITS[0]), settings)
+                empty.writer = None
+                empty.folder.mkdir(parents=True, exist_ok=True)
+                path = empty.folder / f".{empty.split}.part00000"
+                pq.write_table(table_schema(table).empty_table(), path,
+                               compression=None if settings.compression == "none" else settings.compression)
+                empty.parts.append(path)
+                writers[(table, empty.split)] = empty
+        for (table, split), writer in sorted(writers.items()):
+            count = len(writer.parts)
+            summary.rows.setdefault(table, {})[split] = writer.rows
+            for index, part in enumerate(writer.parts):
+                final = part.with_name(f"{split}-{index:05d}-of-{count:05d}.parquet")
+                os.replace(part, final)
+                summary.files.append(f"data/{table}/{final.name}")
+                summary.bytes += final.stat().st_size
+        _swap_in(staging / "data", out / "data")
+    finally:
+        for writer in writers.values():
+            writer.close_part()
+        shutil.rmtree(staging, ignore_errors=True)
+    summary.files.sort()
+    if settings.card:
+        from v60k.dataset.card import write_card
+
+        summary.card = str(write_card(out, license=settings.license, pretty_name=settings.pretty_name))
+    if settings.check:
+        from v60k.dataset.validate import validate
+
+        summary.validation = validate(out)
+    return summary
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace ``target`` (a folder) by ``new``; the old one is removed only once the new one is in place."""
+    new.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}-old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
