@@ -87,9 +87,7 @@ class EmbeddingDiarizer:
         pitch_track(warm)
 
     def identity(self) -> dict[str, Any]:
-        import resemblyzer
-
-        return {"encoder": "resemblyzer-" + getattr(resemblyzer, "__version__", "0.1.4")}
+        return {"encoder": "resemblyzer-0.1.4 bundled VoiceEncoder", "algorithm": "1"}
 
     # ---- the pipeline -------------------------------------------------------------------------
     def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint) -> DiarizationResult:

