@@ -154,8 +154,11 @@ def table_schema(table: str) -> pa.Schema:
     """The Arrow schema of ``table``: field docs in field metadata, table name, version and HF features in
     the schema metadata."""
     spec = load_table_spec(table)
-    fields = [pa.field(f.name, f.arrow_type, nullable=f.nullable, metadata={"doc": f.doc}) for f in spec.fields]
     features = {f.name: hf_feature(f.arrow_type, f.type_text) for f in spec.fields}
+    # ``datasets`` applies a metadata feature (Image) only to a field equal to its own, nullable, rendering;
+    # such fields stay nullable in Arrow and their requiredness is enforced by the writer and the validator.
+    fields = [pa.field(f.name, f.arrow_type, nullable=f.nullable or "image" in f.type_text,
+                       metadata={"doc": f.doc}) for f in spec.fields]
     metadata = {
         META_TABLE: table.encode(),
         META_VERSION: spec.version.encode(),
@@ -181,6 +184,11 @@ def hf_feature(arrow_type: pa.DataType, type_text: str = "") -> Any:
         if arrow_type.equals(dtype):
             return {"dtype": _HF_DTYPES[name], "_type": "Value"}
     raise SchemaError(f"no Hugging Face feature for {arrow_type}")
+
+
+def required_fields(table: str) -> list[str]:
+    """Fields that must have a value in every row (from the schema file, whatever Arrow declares)."""
+    return [f.name for f in load_table_spec(table).fields if not f.nullable]
 
 
 def schema_versions() -> dict[str, str]:

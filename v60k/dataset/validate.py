@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from v60k.dataset.schema import META_TABLE, TABLES, table_schema
+from v60k.dataset.schema import META_TABLE, TABLES, required_fields, table_schema
 
 SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 CHECK_ORDER = ("videos", "utterances", "clips", "dialogues")
@@ -211,7 +211,7 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
     if problems:
         out.warning("skipped", "row checks skipped for this file (schema errors above)", rel)
         return
-    required = [f.name for f in expected if not f.nullable]
+    required = required_fields(table)
     check_row = {"videos": _video_row, "utterances": _utterance_row, "clips": _clip_row,
                  "dialogues": _dialogue_row}[table]
     for group in range(parquet.num_row_groups):

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from v60k.catalog import Catalog
-from v60k.dataset.schema import SPLITS, TABLES, table_schema
+from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
 from v60k.dataset.splits import assign_splits, split_group
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json
@@ -251,7 +251,7 @@ class _PartWriter:
         self.split = split
         self.schema = table_schema(table)
         self.settings = settings
-        self.required = [f.name for f in self.schema if not f.nullable]
+        self.required = required_fields(table)
         self.buffer: list[dict[str, Any]] = []
         self.buffer_bytes = 0
         self.parts: list[Path] = []
