@@ -111,7 +111,7 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
              f"- characters: {stats['characters']}; utterances attributed to a character: "
              f"{stats['attributed_share'] * 100:.1f}%",
              f"- frames: {stats['frames']}",
-             f"- dialogues by generation type: "
+             "- dialogues by generation type: "
              + (", ".join(f"{k} {v}" for k, v in stats["generation_types"].items()) or "none"), "",
              "| table | " + " | ".join(["train", "validation", "test"]) + " |", "|---|---|---|---|"]
     for table in TABLES:

@@ -128,7 +128,7 @@ def _split_top(text: str) -> list[str]:
     return [p for p in (*parts, current) if p.strip()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_table_spec(table: str, directory: str | None = None) -> TableSpec:
     """The spec of ``table`` from ``<schemas>/<table>.yaml``."""
     path = Path(directory) if directory else schemas_dir()
@@ -149,7 +149,7 @@ def load_table_spec(table: str, directory: str | None = None) -> TableSpec:
     return TableSpec(table, str(raw.get("version", "0")), str(raw.get("doc", "")), tuple(fields), str(path))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def table_schema(table: str) -> pa.Schema:
     """The Arrow schema of ``table``: field docs in field metadata, table name, version and HF features in
     the schema metadata."""
