@@ -58,7 +58,7 @@ class PyannoteDiarizer:
     def load(self) -> None:
         if self._pipeline is not None:
             return
-        os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
+        os.environ["PYANNOTE_METRICS_ENABLED"] = "0"
         try:
             import torch
             from pyannote.audio import Pipeline
