@@ -166,6 +166,25 @@ def test_count_needs_no_cast_hint() -> None:
     assert read_json(blind.paths.diarization_json)["num_speakers"] == 3
 
 
+def test_four_voices_with_two_alike_males_and_a_larger_cast() -> None:
+    """Four voices (two male voices 4 semitones apart); a cast of six is a lower bound hint, not a count."""
+    lines = [ln.text for ln in three_speaker_spec().lines + two_speaker_spec().lines[:3]]
+    names = ["Monica", "Ross", "Rachel", "Joey"]
+    spec = EpisodeSpec(name="four-voices", speakers=[
+        Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+m3", 30, 145),
+        Speaker("Rachel", "en-gb+f4", 90, 180), Speaker("Joey", "en+m7", 55, 135),
+    ], lines=[Line(names[i % 4], text) for i, text in enumerate(lines)])
+    episode = build_episode(spec, _ROOT / "media")
+    extract_audio(episode.path, _ROOT / "four-voices.wav")
+    with wave.open(str(_ROOT / "four-voices.wav")) as wav:
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).astype(np.float32) / 32768
+    reference = [(ln["start_s"], ln["end_s"], ln["speaker"]) for ln in episode.truth["lines"]]
+    for hint in (SpeakerCountHint(), SpeakerCountHint(cast_size=6)):
+        result = _shared_stage().backend.diarize(audio, 16000, hint)
+        assert len(result.speakers) == 4
+        assert cluster_purity([t.to_dict() for t in result.turns], reference) >= 0.95
+
+
 def test_diarization_document_follows_the_contract() -> None:
     _, video, truth = diarized_episode("two")
     document = read_json(video.paths.diarization_json)
