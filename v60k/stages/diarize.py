@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from v60k.backends.diarization import (
     DiarizationBackend,
@@ -47,6 +47,12 @@ class DiarizeSettings(StageSettings):
     model: str = "pyannote/speaker-diarization-community-1"
     revision: str | None = None
     device: str = "cuda"
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> DiarizeSettings:
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise ValueError(f"min_speakers ({self.min_speakers}) > max_speakers ({self.max_speakers})")
+        return self
 
 
 class Diarize(Stage):
@@ -157,8 +163,8 @@ def _join_words(words: list[dict[str, Any]]) -> str:
     return " ".join(t.strip() for t in texts if t.strip())
 
 
-def _smooth(groups: list[list[dict[str, Any]]], speakers: list[str | None]) -> list[int]:
-    """Indices of groups to keep after folding short blips (≤ 2 words, < BLIP_S) into a neighbour."""
+def _smooth(groups: list[list[dict[str, Any]]], speakers: list[str | None]) -> None:
+    """Fold short speaker blips (≤ 2 words, < BLIP_S) into their longer neighbour, in place."""
     changed = True
     while changed and len(groups) > 1:
         changed = False
@@ -182,7 +188,6 @@ def _smooth(groups: list[list[dict[str, Any]]], speakers: list[str | None]) -> l
                         del groups[j], speakers[j]
                 changed = True
                 break
-    return list(range(len(groups)))
 
 
 def split_lines_by_speaker(segments: list[dict[str, Any]], turns: list[Turn]) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ SAMPLE_RATE = 16000
 MEL_HOP_S = 0.01  # resemblyzer: 10 ms mel frames
 WINDOW_FRAMES = 160  # resemblyzer's partial utterance: 1.6 s
 VAD_FRAME_S = 0.03
+MAX_UNITS = 4000  # long films get longer units: the clustering's distance matrix stays ~100 MB
+ENCODER_BATCH = 256
 
 
 @dataclass
@@ -98,7 +100,8 @@ class EmbeddingDiarizer:
 
             audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
         regions = speech_regions(audio, self.vad_aggressiveness, self.min_gap_s, self.min_region_s)
-        units = split_regions(regions, self.chunk_s)
+        speech_s = sum(b - a for a, b in regions)
+        units = split_regions(regions, max(self.chunk_s, speech_s / MAX_UNITS))
         details: dict[str, Any] = {"speech_s": round(sum(b - a for a, b in regions), 3), "units": len(units)}
         if not units:
             return DiarizationResult([], {}, self.name, "resemblyzer", {**details, "count_rule": "no_speech"})
@@ -124,9 +127,12 @@ class EmbeddingDiarizer:
 
         if len(mel) < WINDOW_FRAMES:
             mel = np.pad(mel, ((0, WINDOW_FRAMES - len(mel)), (0, 0)))
-        batch = np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
-        with torch.no_grad():
-            return self._encoder(torch.from_numpy(batch)).cpu().numpy()
+        out = []
+        for first in range(0, len(starts), ENCODER_BATCH):
+            batch = np.stack([mel[s : s + WINDOW_FRAMES] for s in starts[first : first + ENCODER_BATCH]])
+            with torch.no_grad():
+                out.append(self._encoder(torch.from_numpy(batch)).cpu().numpy())
+        return np.concatenate(out)
 
     def _unit_embeddings(self, audio: np.ndarray, units: list[Unit], regions: list[tuple[float, float]]) -> np.ndarray:
         """One L2-normalised embedding per unit: the mean of 1.6 s windows inside it (a short unit gets one

@@ -99,7 +99,12 @@ class PyannoteDiarizer:
                 options["min_speakers"] = int(hint.min)
             if hint.max:
                 options["max_speakers"] = int(hint.max)
-        output = self._pipeline({"waveform": waveform, "sample_rate": int(sample_rate)}, **options)
+        try:
+            output = self._pipeline({"waveform": waveform, "sample_rate": int(sample_rate)}, **options)
+        except torch.cuda.OutOfMemoryError as exc:
+            torch.cuda.empty_cache()
+            raise StageError(f"GPU out of memory diarizing {len(audio) / sample_rate:.0f} s of audio", "gpu_oom",
+                             transient=True) from exc
         full = getattr(output, "speaker_diarization", output)
         exclusive = getattr(output, "exclusive_speaker_diarization", None) or full
         turns = [Turn(float(seg.start), float(seg.end), str(label))
