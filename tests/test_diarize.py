@@ -267,6 +267,16 @@ def test_real_two_speaker_recording_mixed_to_mono(tmp_path: Path) -> None:
     assert len(speaker_at(1.0)) == 1 and speaker_at(1.0) != speaker_at(4.0)
 
 
+@pytest.mark.realmedia
+def test_one_real_speaker_stays_one_speaker() -> None:
+    from v60k.media import load_audio
+
+    audio = load_audio(shared_media("jfk.flac"), 16000)
+    result = _shared_stage().backend.diarize(audio, 16000, SpeakerCountHint())
+    assert result.speakers == ["SPEAKER_00"]
+    assert sum(t.end_s - t.start_s for t in result.turns) > 8.0
+
+
 # ---- bad input ------------------------------------------------------------------------------------
 def _video(tmp_path: Path, characters: list[str] | None = None) -> tuple[WorkDir, Video]:
     workdir = WorkDir(tmp_path / "work").create()
