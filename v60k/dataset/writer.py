@@ -2,7 +2,7 @@
 
     summary = write_shards("v60k-work", "corpus", OutputSettings(shard_size_mb=500))
 
-Streaming: rows are buffered per (table, split) only up to one row group, then written; a shard is closed
+Streaming: rows are buffered per (table, split) only up to one row group (as Arrow batches), then written; a shard is closed
 when it reaches the target size. Shards are written under temporary names in a staging folder and renamed
 to the Hub's ``<split>-00000-of-00003.parquet`` names at the end, when the counts are known; the previous
 ``data/`` is replaced only then. Videos are read in id order and rows in file order, so a re-run over the
@@ -31,6 +31,7 @@ from v60k.workdir import VideoPaths, WorkDir, read_json
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
+CONVERT_EVERY = 64  # rows buffered as Python objects before they become an Arrow batch
 
 
 class OutputSettings(BaseModel):
@@ -41,7 +42,7 @@ class OutputSettings(BaseModel):
     dir: Path | None = None
     shard_size_mb: float = Field(default=500, gt=0)
     row_group_rows: int = Field(default=1000, ge=1)
-    row_group_mb: float = Field(default=64, gt=0)
+    row_group_mb: float = Field(default=32, gt=0)
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     compression_level: int | None = None
     splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
@@ -252,7 +253,9 @@ class _PartWriter:
         self.schema = table_schema(table)
         self.settings = settings
         self.required = required_fields(table)
-        self.buffer: list[dict[str, Any]] = []
+        self.buffer: list[dict[str, Any]] = []  # rows not yet converted to Arrow
+        self.batches: list[pa.RecordBatch] = []  # converted rows of the current row group
+        self.buffer_rows = 0
         self.buffer_bytes = 0
         self.parts: list[Path] = []
         self.rows = 0
@@ -262,10 +265,14 @@ class _PartWriter:
     def add(self, row: dict[str, Any], approx_bytes: int) -> None:
         self.buffer.append(row)
         self.buffer_bytes += approx_bytes
-        if len(self.buffer) >= self.settings.row_group_rows or self.buffer_bytes >= self.settings.row_group_mb * MB:
+        self.buffer_rows += 1
+        if len(self.buffer) >= CONVERT_EVERY:
+            self._convert()
+        if self.buffer_rows >= self.settings.row_group_rows or self.buffer_bytes >= self.settings.row_group_mb * MB:
             self.flush()
 
-    def flush(self) -> None:
+    def _convert(self) -> None:
+        """Python rows → one Arrow batch (far smaller than the dicts), checking required values."""
         if not self.buffer:
             return
         batch = pa.RecordBatch.from_pylist(self.buffer, schema=self.schema)
@@ -275,6 +282,14 @@ class _PartWriter:
                 row = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
                 id_field = self.schema.names[0]
                 raise ShardError(f"{self.table}: required field {name!r} is missing in row {self.buffer[row].get(id_field)!r}")
+        self.batches.append(batch)
+        self.buffer = []
+
+    def flush(self) -> None:
+        """Write what is buffered as one row group; close the part once it reaches the target size."""
+        self._convert()
+        if not self.batches:
+            return
         if self.writer is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f".{self.split}.part{len(self.parts):05d}"
@@ -284,9 +299,9 @@ class _PartWriter:
             self.writer = pq.ParquetWriter(self.sink, self.schema, compression=compression,
                                            compression_level=self.settings.compression_level,
                                            write_statistics=True, use_dictionary=True)
-        self.writer.write_batch(batch, row_group_size=len(self.buffer))
-        self.rows += len(self.buffer)
-        self.buffer, self.buffer_bytes = [], 0
+        self.writer.write_table(pa.Table.from_batches(self.batches, schema=self.schema), row_group_size=self.buffer_rows)
+        self.rows += self.buffer_rows
+        self.batches, self.buffer_rows, self.buffer_bytes = [], 0, 0
         assert self.sink is not None
         if self.sink.tell() >= self.settings.shard_size_mb * MB:
             self.close_part()
