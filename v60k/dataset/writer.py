@@ -31,7 +31,7 @@ from v60k.workdir import VideoPaths, WorkDir, read_json
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
-CONVERT_EVERY = 64  # rows buffered as Python objects before they become an Arrow batch
+CONVERT_EVERY = 256  # rows buffered as Python objects before they become an Arrow batch
 
 
 class OutputSettings(BaseModel):
