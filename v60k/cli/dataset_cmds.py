@@ -113,7 +113,7 @@ def report_cmd(workdir, shards, out_html, eval_path):
     if not workdir and not shards:
         workdir = "./v60k-work"
     eval_results = json.loads(Path(eval_path).read_text(encoding="utf-8")) if eval_path else None
-    path = write_report(workdir or shards, out_html, eval_results=eval_results, shards=shards)
+    path = write_report(workdir or shards, out_html, eval_results=eval_results, corpus_dir=shards)
     click.echo(f"report: {path}")
 
 

@@ -261,13 +261,13 @@ def render_report(facts: CorpusFacts, eval_results: dict[str, Any] | None = None
 
 
 def write_report(source: str | Path, out_html: str | Path, eval_results: dict[str, Any] | None = None,
-                 shards: str | Path | None = None, title: str = "v60k corpus report") -> Path:
-    """Write the report for ``source`` (a work dir, or a shard folder); ``shards`` overrides where the corpus
-    facts come from when ``source`` is a work dir."""
+                 corpus_dir: str | Path | None = None, title: str = "v60k corpus report") -> Path:
+    """Write the report for ``source`` (a work dir, or a shard folder); ``corpus_dir`` (a shard folder) is where
+    the corpus facts come from when given, the catalog still giving failures, tokens and cost."""
     source = Path(source)
     workdir = WorkDir(source) if (source / "catalog.sqlite").exists() else None
-    if shards is not None or workdir is None:
-        shard_root = Path(shards) if shards is not None else source
+    if corpus_dir is not None or workdir is None:
+        shard_root = Path(corpus_dir) if corpus_dir is not None else source
         if not (shard_root / "data").is_dir():
             raise FileNotFoundError(f"neither a work dir (catalog.sqlite) nor a shard folder (data/): {shard_root}")
         facts = facts_from_shards(shard_root)

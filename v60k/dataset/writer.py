@@ -73,6 +73,11 @@ class ShardSummary:
     card: str | None = None
     validation: Any = None  # ValidationReport when settings.check
 
+    def describe(self) -> str:
+        """One line: shard count, size and rows per table."""
+        rows = ", ".join(f"{t} {sum(self.rows.get(t, {}).values())}" for t in TABLES)
+        return f"{len(self.files)} shard(s), {self.bytes / 1e6:.1f} MB: {rows}"
+
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in vars(self).items() if k != "validation"}
         if self.validation is not None:
