@@ -10,7 +10,13 @@ import pytest
 from test_diarize import diarized_episode, truth_speaker_at
 
 from v60k.stage import SkipVideo, StageContext, Video
-from v60k.stages.attribute import Attribute, AttributeSettings, dialogue_evidence, find_vocatives
+from v60k.stages.attribute import (
+    Attribute,
+    AttributeSettings,
+    arbitrate_with_llm,
+    dialogue_evidence,
+    find_vocatives,
+)
 from v60k.workdir import WorkDir, read_json, write_json
 
 
@@ -144,3 +150,18 @@ def test_no_diarization_skips(tmp_path: Path) -> None:
         Attribute(context=StageContext(workdir)).process(video)
     assert caught.value.error_class == "no_diarize_output"
     assert AttributeSettings().llm_arbitration is False
+
+
+def test_llm_arbitration_hook_only_fills_free_names() -> None:
+    lines = [{"speaker": "SPEAKER_00", "text": "Hello."}, {"speaker": "SPEAKER_01", "text": "Hi there."}]
+    assignment = {"SPEAKER_00": ("Ross", 0.9), "SPEAKER_01": (None, 0.2), "SPEAKER_02": (None, 0.1)}
+    prompts: list[str] = []
+
+    def answer(prompt: str) -> str:  # the LLM boundary: answers follow the prompt's list of free names
+        prompts.append(prompt)
+        return "Monica." if "SPEAKER_01" in prompt.split("Which")[1] else "Ross"
+
+    out = arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], None, complete=answer, confidence=0.6)
+    assert out == {"SPEAKER_00": ("Ross", 0.9), "SPEAKER_01": ("Monica", 0.6), "SPEAKER_02": (None, 0.1)}
+    assert "Ross" not in prompts[0].split("Which")[1]  # a name already held is not offered
+    assert arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], None) == assignment  # not wired: unchanged

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,9 @@ class Attribute(Stage):
             bank_used = add_voice_bank_evidence(evidence, diarization["speakers"], cast, bank, video.video_id,
                                                 self.settings)
         assignment = assign(evidence, speakers, cast, self.settings)
-        if self.settings.llm_arbitration:
-            assignment = arbitrate_with_llm(assignment, lines, cast, self.context)
+        if self.settings.llm_arbitration and cast:
+            assignment = arbitrate_with_llm(assignment, lines, cast, self.context,
+                                            confidence=self.settings.min_confidence)
         speaker_out = {
             s: {"character": assignment[s][0], "confidence": round(assignment[s][1], 3),
                 "evidence": {n: round(v, 3) for n, v in evidence[s].items() if v}}
@@ -257,15 +259,34 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def arbitrate_with_llm(assignment: dict[str, tuple[str | None, float]], lines: list[dict[str, Any]],
-                       cast: list[str], context: Any) -> dict[str, tuple[str | None, float]]:
-    """Hook for LLM arbitration of the speakers left null (off by default: ``llm_arbitration: false``).
+def arbitration_prompt(speaker: str, lines: list[dict[str, Any]], names: list[str], max_lines: int = 60) -> str:
+    """The question put to an LLM about one speaker left null: the dialogue by speaker label, and the names."""
+    dialogue = "\n".join(f"{ln.get('speaker') or 'UNKNOWN'}: {ln.get('text', '')}" for ln in lines[:max_lines])
+    return (f"A transcript of a video, lines labelled by anonymous speaker:\n{dialogue}\n\n"
+            f"Which of these characters is {speaker}: {', '.join(names)}? Answer with exactly one of the names, "
+            "or 'none' when the transcript does not make it clear.")
 
-    It needs the shared ``llm`` client (v60k.backends.llm); until that is configured it returns the
-    assignment unchanged, so turning it on never makes attribution worse.
+
+def arbitrate_with_llm(assignment: dict[str, tuple[str | None, float]], lines: list[dict[str, Any]],
+                       cast: list[str], context: Any,
+                       complete: Callable[[str], str] | None = None,
+                       confidence: float = 0.6) -> dict[str, tuple[str | None, float]]:
+    """LLM arbitration for the speakers left null (off by default: ``llm_arbitration: false``).
+
+    ``complete(prompt) -> answer`` is the LLM call. An answer counts only when it is exactly one of the names
+    no other speaker holds; it gets ``confidence`` (the threshold), never more. Without a ``complete`` the
+    shared LLM client is not wired in yet (v60k.backends.llm), and the assignment comes back unchanged, so
+    switching the setting on never makes attribution worse.
     """
-    try:
-        from v60k.backends import llm  # noqa: F401
-    except ImportError:
+    if complete is None:
         return assignment
-    return assignment
+    out = dict(assignment)
+    for speaker, (character, _) in assignment.items():
+        taken = {c for c, _ in out.values() if c}
+        free = [n for n in cast if n not in taken]
+        if character is not None or not free:
+            continue
+        answer = complete(arbitration_prompt(speaker, lines, free)).strip().strip(".\"'").strip()
+        if answer in free:
+            out[speaker] = (answer, confidence)
+    return out
