@@ -106,7 +106,9 @@ class PyannoteDiarizer:
             raise StageError(f"GPU out of memory diarizing {len(audio) / sample_rate:.0f} s of audio", "gpu_oom",
                              transient=True) from exc
         full = getattr(output, "speaker_diarization", output)
-        exclusive = getattr(output, "exclusive_speaker_diarization", None) or full
+        exclusive = getattr(output, "exclusive_speaker_diarization", None)
+        if exclusive is None:
+            exclusive = full
         turns = [Turn(float(seg.start), float(seg.end), str(label))
                  for seg, _, label in exclusive.itertracks(yield_label=True) if seg.end > seg.start]
         embeddings: dict[str, list[float] | None] = {}
