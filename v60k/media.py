@@ -141,3 +141,47 @@ def cut(src: str | Path, dst: str | Path, start_s: float, end_s: float, reencode
 def ffmpeg_version() -> str:
     out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
     return out.splitlines()[0] if out else "unknown"
+
+
+@dataclass
+class VideoTiming:
+    """Timing facts of the first video stream that ``probe`` does not keep (for frame-exact work)."""
+
+    rate: Fraction  # average frame rate, exact (0 when unknown)
+    nb_frames: int | None  # frames, from the container header or (``count_frames``) counted packets
+    duration_s: float | None  # the video stream's own duration
+    start_time_s: float  # the file's start time: what "0 s" means for times in the work dir
+
+
+def video_timing(path: str | Path, count_frames: bool = False) -> VideoTiming:
+    """Frame rate, frame count and start time of the first video stream.
+
+    ``count_frames`` counts packets (demuxing only, no decoding) when the header gives no frame count.
+    """
+    try:
+        info = ffmpeg.probe(str(path), select_streams="v:0")
+        stream = (info.get("streams") or [{}])[0]
+        nb_frames = int(stream.get("nb_frames") or 0) or None
+        if nb_frames is None and count_frames:
+            counted = ffmpeg.probe(str(path), select_streams="v:0", count_packets=None)
+            nb_frames = int((counted.get("streams") or [{}])[0].get("nb_read_packets") or 0) or None
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise MediaError(f"{Path(path).name}: unreadable or corrupt media: {' '.join(tail)}", "corrupt_media") from exc
+    rate = Fraction(0)
+    for key in ("avg_frame_rate", "r_frame_rate"):
+        text = stream.get(key) or "0/0"
+        if text != "0/0":
+            try:
+                rate = Fraction(text)
+            except (ValueError, ZeroDivisionError):
+                continue
+            if rate > 0:
+                break
+    duration = stream.get("duration")
+    return VideoTiming(
+        rate=rate,
+        nb_frames=nb_frames,
+        duration_s=float(duration) if duration not in (None, "N/A") else None,
+        start_time_s=float(info.get("format", {}).get("start_time") or 0.0),
+    )

@@ -1,0 +1,89 @@
+"""The scenes stage: scene cuts (PySceneDetect detectors on a fast analysis pass), stream facts and the
+motion profile the frame sampler reuses, written to ``scenes.json`` (see docs/architecture.md)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from v60k import media
+from v60k.shot_detection import DetectionSettings, ShotAnalysis, detect_shots
+from v60k.stage import Resources, Stage, StageError, StageResult, StageSettings, Video
+from v60k.workdir import write_json
+
+
+class Scenes(Stage):
+    """Detect hard cuts and record each scene's start/end (seconds and frames, end exclusive)."""
+
+    name = "scenes"
+    version = "1"
+    requires = ("download",)
+    resources = Resources(cpus=1)
+
+    class Settings(StageSettings):
+        detector: Literal["adaptive", "content"] = "adaptive"
+        adaptive_threshold: float = Field(3.0, gt=0)
+        min_content_val: float = Field(15.0, ge=0)
+        window_width: int = Field(2, ge=1)
+        content_threshold: float = Field(27.0, gt=0)
+        min_scene_len_s: float = Field(0.6, ge=0)
+        analysis_width: int = Field(256, ge=16)
+        motion_fps: float = Field(5.0, gt=0)
+        skip_nonref: bool = True
+        skip_loop_filter: bool = True
+        refine: bool = True
+        decode_threads: int = Field(0, ge=0)
+
+    def detection_settings(self) -> DetectionSettings:
+        return DetectionSettings(**self.settings.model_dump())
+
+    def process(self, video: Video) -> StageResult:
+        source = video.paths.source
+        if source is None:
+            raise StageError(f"no downloaded source file in {video.dir}", "missing_source")
+        info = media.probe(source)
+        if not info.has_video:
+            raise StageError(f"{source.name}: no video stream (audio only)", "no_video_stream")
+        analysis = detect_shots(source, info.width, info.height, self.detection_settings())
+        write_json(video.paths.scenes_json, self.scenes_document(info, analysis))
+        return StageResult(
+            outputs={"scenes": video.paths.scenes_json.name},
+            metrics={
+                "has_audio": info.has_audio,
+                "scenes": len(analysis.cuts) + 1,
+                "frames_analysed": analysis.frames_analysed,
+                "analysed_fraction": round(analysis.frames_analysed / max(1, analysis.frame_count), 3),
+                "refined_windows": analysis.refined_windows,
+            },
+        )
+
+    def scenes_document(self, info: media.StreamInfo, analysis: ShotAnalysis) -> dict[str, Any]:
+        """The scenes.json content: stream facts, detector settings, scenes and the motion profile."""
+        settings = self.settings
+        stream = {
+            "duration_s": round(info.duration_s, 6),
+            "fps": round(float(analysis.rate), 6),
+            "width": info.width,
+            "height": info.height,
+            "frame_count": analysis.frame_count,
+            "has_video": info.has_video,
+            "has_audio": info.has_audio,
+            "video_codec": info.video_codec,
+            "audio_codec": info.audio_codec,
+        }
+        detector: dict[str, Any] = {"name": settings.detector, "min_scene_len_s": settings.min_scene_len_s}
+        if settings.detector == "adaptive":
+            detector.update(adaptive_threshold=settings.adaptive_threshold, min_content_val=settings.min_content_val,
+                            window_width=settings.window_width)
+        else:
+            detector.update(threshold=settings.content_threshold)
+        detector.update(analysis_width=settings.analysis_width, skip_nonref=settings.skip_nonref,
+                        skip_loop_filter=settings.skip_loop_filter, refine=settings.refine)
+        starts = [(0.0, 0)] + [(cut.time_s, cut.frame) for cut in analysis.cuts]
+        ends = starts[1:] + [(round(analysis.end_s, 6), analysis.frame_count)]
+        scenes = [
+            {"index": i, "start_s": round(start_s, 6), "end_s": round(end_s, 6), "start_frame": start_f, "end_frame": end_f}
+            for i, ((start_s, start_f), (end_s, end_f)) in enumerate(zip(starts, ends))
+        ]
+        return {"stream": stream, "detector": detector, "scenes": scenes, "motion": analysis.motion.to_dict()}
