@@ -232,7 +232,11 @@ def add_voice_bank_evidence(evidence: dict[str, dict[str, float]], speakers: dic
 # ---- assignment ---------------------------------------------------------------------------------
 def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: list[str],
            settings: AttributeSettings) -> dict[str, tuple[str | None, float]]:
-    """One-to-one speaker → name (or no one) maximising the evidence; (character or None, confidence)."""
+    """One-to-one speaker → name (or no one) maximising the evidence; (character or None, confidence).
+
+    The confidence is that of the value given, null included: a name's is how clearly its evidence beats the
+    speaker's best alternative; a null's is how clearly "no one" beats the speaker's best name (or, for a name
+    that fell below ``min_confidence``, one minus that name's confidence)."""
     result: dict[str, tuple[str | None, float]] = {s: (None, 0.0) for s in speakers}
     if not speakers or not cast:
         return result
@@ -251,7 +255,7 @@ def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: lis
         alternatives = [settings.no_one_score, *(scores[row, j] for j in range(len(cast)) if j != col)]
         margin = float(scores[row, col] - max(alternatives))
         confidence = _sigmoid(settings.confidence_slope * margin)
-        result[speaker] = (cast[col], confidence) if confidence >= settings.min_confidence else (None, confidence)
+        result[speaker] = (cast[col], confidence) if confidence >= settings.min_confidence else (None, 1 - confidence)
     return result
 
 
