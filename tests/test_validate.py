@@ -168,3 +168,11 @@ def test_missing_folder_and_stray_files(tmp_path: Path) -> None:
     shutil.copy(shard(corpus, "videos"), corpus / "stray.parquet")
     report = validate(corpus)
     assert any(i.file == "stray.parquet" and "outside data/<table>/" in i.message for i in report.errors)
+
+
+def test_an_unreadable_table_does_not_cascade_into_reference_errors(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path)
+    _truncated(corpus)  # the clips shard
+    report = validate(corpus)
+    assert [i.check for i in report.errors] == ["unreadable"]
+    assert any("references into clips not checked" in w.message for w in report.warnings)

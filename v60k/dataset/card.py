@@ -79,7 +79,6 @@ def card_header(stats: dict[str, Any], license: str | None = None, pretty_name: 
     header["license"] = license or hub_license(stats["licenses"])
     if header["license"] == "other":
         header["license_name"] = "mixed-source-licenses"
-        header["license_link"] = "LICENSE"
     if stats["languages"]:
         header["language"] = stats["languages"]
     header["task_categories"] = ["video-text-to-text", "text-generation"]
