@@ -99,3 +99,14 @@ def test_duckdb_and_polars_read_the_shards(corpus: Path) -> None:
     assert words == _rows(corpus, "utterances") * 3
     frames = pl.read_parquet(str(data / "clips" / "*.parquet")).select(pl.col("frames").list.len()).to_series()
     assert frames.to_list() == [2] * _rows(corpus, "clips")
+
+
+def test_the_evaluation_reads_the_test_split(corpus: Path) -> None:
+    from v60k.framework.evaluate import load_test_items
+
+    items = load_test_items(corpus, split="test", max_frames=1)
+    test_dialogues = _rows(corpus, "dialogues", "test")
+    assert test_dialogues and len(items) == test_dialogues * 2  # two character turns answer a user turn each
+    first = items[0]
+    assert first.profile.summary.startswith("In clip") and len(first.profile.frames) == 1
+    assert first.profile.frames[0][1][:2] == b"\xff\xd8"

@@ -112,3 +112,16 @@ def test_a_corpus_that_does_not_validate_is_not_published(tmp_path: Path, hub: F
     assert "does not validate" in result.output
     assert any(where in line and message in line for line in result.output.splitlines()), result.output
     assert hub.requests == [] and hub.repos == {}
+
+
+def test_the_login_cache_token_is_used(tmp_path: Path, hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub.constants as hub_constants
+
+    token_file = tmp_path / "hf-home" / "token"  # where `hf auth login` keeps it (resolved when the client loads)
+    token_file.parent.mkdir()
+    token_file.write_text(TOKEN)
+    monkeypatch.setattr(hub_constants, "HF_TOKEN_PATH", str(token_file))
+    corpus = make_corpus(tmp_path)
+    result = _publish(corpus)
+    assert result.exit_code == 0, result.output
+    assert hub.authorizations == {f"Bearer {TOKEN}"} and TOKEN not in result.output
