@@ -58,6 +58,8 @@ def test_rerun_gives_byte_identical_shards_and_card(tmp_path: Path) -> None:
     settings = OutputSettings(row_group_rows=3, check=False)
     first = write_shards(workdir, tmp_path / "a", settings)
     second = write_shards(workdir, tmp_path / "b", settings)
+    stale = tmp_path / "a" / ".staging-99999999" / "data"  # left by a killed writer
+    stale.mkdir(parents=True)
     again = write_shards(workdir, tmp_path / "a", settings)  # over the previous output
     assert first.files == second.files == again.files
     for rel in [*first.files, "README.md"]:

@@ -339,6 +339,7 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
         raise FileNotFoundError(f"no catalog in {workdir.root} (run the pipeline first)")
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     summary = ShardSummary(out_dir=str(out))
@@ -399,6 +400,18 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
 
         summary.validation = validate(out)
     return summary
+
+
+def _remove_stale(out: Path) -> None:
+    """Staging folders left by a writer that was killed (its process is gone)."""
+    for leftover in [*out.glob(".staging-*"), *out.glob(".data-old-*")]:
+        try:
+            pid = int(leftover.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(leftover, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def _swap_in(new: Path, target: Path) -> None:
