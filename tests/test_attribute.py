@@ -38,7 +38,7 @@ def line_accuracy(document: dict[str, Any], truth: dict[str, Any]) -> float:
     return right / len(document["lines"])
 
 
-@pytest.mark.parametrize("kind", ["two", "three"])
+@pytest.mark.parametrize("kind", ["two", "three", "music"])
 def test_named_characters_are_attributed(kind: str, tmp_path: Path) -> None:
     _, video, truth = diarized_episode(kind)
     workdir = WorkDir(tmp_path / "work").create()

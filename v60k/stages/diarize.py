@@ -2,6 +2,7 @@
 
 Reads ``audio.wav`` + ``transcript.json`` (transcribe), writes ``diarization.json`` (docs/architecture.md).
 Each word gets the speaker whose turn it overlaps most; a line is cut where consecutive words change speaker.
+The embeddings backend only looks where the transcript has words (music between lines is no speaker).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from v60k.workdir import read_json, write_json
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 1.0
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest turn within this distance
-BLIP_S = 0.4  # a speaker change shorter than this (and of at most two words) is diarization jitter
+BLIP_S = 0.4
+SPAN_PAD_S = 0.25  # transcript words are padded by this much when they bound where speech is  # a speaker change shorter than this (and of at most two words) is diarization jitter
 
 
 class DiarizeSettings(StageSettings):
@@ -111,7 +113,7 @@ class Diarize(Stage):
             cast_size=len(video.characters) if self.settings.use_cast_hint and video.characters else None,
         )
         started = time.perf_counter()
-        result = relabel_by_first_turn(self.backend.diarize(audio, SAMPLE_RATE, hint))
+        result = relabel_by_first_turn(self.backend.diarize(audio, SAMPLE_RATE, hint, transcript_spans(segments)))
         elapsed = time.perf_counter() - started
         lines = split_lines_by_speaker(segments, result.turns)
         document = diarization_document(result, lines)
@@ -136,6 +138,16 @@ def upstream_reason(video: Video, stage: str, context: Any) -> tuple[str, str]:
         if row and row[0] in ("skipped", "failed"):
             return f"{stage} {row[0]}: {row[2] or row[1] or 'no reason recorded'}", row[1] or f"{stage}_{row[0]}"
     return f"{stage} produced no output", f"no_{stage}_output"
+
+
+def transcript_spans(segments: list[dict[str, Any]], pad_s: float = SPAN_PAD_S) -> list[tuple[float, float]]:
+    """Where the transcript says someone speaks: its words (else its segments), padded by ``pad_s``."""
+    spans = []
+    for segment in segments:
+        words = [w for w in segment.get("words") or [] if "start_s" in w and "end_s" in w]
+        items = words or [segment]
+        spans += [(max(0.0, float(i["start_s"]) - pad_s), float(i["end_s"]) + pad_s) for i in items]
+    return spans
 
 
 # ---- words → speakers → lines ------------------------------------------------------------------

@@ -65,8 +65,9 @@ class DiarizationBackend(Protocol):
     def identity(self) -> dict[str, Any]:
         """What decides the output besides the settings (model name, revision): part of the fingerprint."""
 
-    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint) -> DiarizationResult:
-        """Turns for mono float32 ``audio``."""
+    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
+                speech_spans: list[tuple[float, float]] | None = None) -> DiarizationResult:
+        """Turns for mono float32 ``audio``; ``speech_spans`` (from the transcript) may restrict where speech is."""
 
 
 def speaker_label(index: int) -> str:

@@ -92,7 +92,10 @@ class EmbeddingDiarizer:
         return {"encoder": "resemblyzer-0.1.4 bundled VoiceEncoder", "algorithm": "1"}
 
     # ---- the pipeline -------------------------------------------------------------------------
-    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint) -> DiarizationResult:
+    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
+                speech_spans: list[tuple[float, float]] | None = None) -> DiarizationResult:
+        """``speech_spans`` (the transcript's words, padded) restrict the VAD regions: music or noise between
+        lines that webrtcvad takes for speech does not become a speaker."""
         self.load()
         audio = np.asarray(audio, dtype=np.float32)
         if sample_rate != SAMPLE_RATE:
@@ -100,6 +103,8 @@ class EmbeddingDiarizer:
 
             audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
         regions = speech_regions(audio, self.vad_aggressiveness, self.min_gap_s, self.min_region_s)
+        if speech_spans is not None:
+            regions = [r for r in intersect_spans(regions, speech_spans) if r[1] - r[0] >= self.min_region_s]
         speech_s = sum(b - a for a, b in regions)
         units = split_regions(regions, max(self.chunk_s, speech_s / MAX_UNITS))
         details: dict[str, Any] = {"speech_s": round(sum(b - a for a, b in regions), 3), "units": len(units)}
@@ -268,6 +273,23 @@ def speech_regions(audio: np.ndarray, aggressiveness: int = 2, min_gap_s: float 
                 regions.append([a, b])
             start = None
     return [(round(a, 3), round(b, 3)) for a, b in regions if b - a >= min_region_s]
+
+
+def intersect_spans(regions: list[tuple[float, float]], spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The parts of ``regions`` inside the union of ``spans``."""
+    merged: list[list[float]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out = []
+    for a, b in regions:
+        for start, end in merged:
+            low, high = max(a, start), min(b, end)
+            if high > low:
+                out.append((round(low, 3), round(high, 3)))
+    return out
 
 
 def split_regions(regions: list[tuple[float, float]], chunk_s: float) -> list[Unit]:

@@ -86,7 +86,9 @@ class PyannoteDiarizer:
         pipeline.to(torch.device(device))
         self._pipeline = pipeline
 
-    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint) -> DiarizationResult:
+    def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
+                speech_spans: list[tuple[float, float]] | None = None) -> DiarizationResult:
+        """``speech_spans`` are not used: pyannote's segmentation model finds speech itself."""
         self.load()
         import torch
 
