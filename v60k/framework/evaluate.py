@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from v60k.backends.llm.cost import Usage, UsageMeter, UsageTotals
 from v60k.framework.profile import (
     PROMPTS_DIR,
     ROLEPLAY_PROMPT_VERSION,
@@ -403,34 +404,27 @@ class EvalSettings:
     concurrency: int = 8
     model_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
     judge_params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 1200})
+    model_prices: tuple[float, float] = (0.0, 0.0)  # USD per 1M prompt / completion tokens
+    judge_prices: tuple[float, float] = (0.0, 0.0)
 
 
-class UsageTally:
-    """Requests, cache hits, tokens and cost of one role's calls (from each result's ``usage``)."""
-
-    FIELDS = ("prompt_tokens", "completion_tokens", "cost_usd")
-
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = {"requests": 0, "cached": 0, **dict.fromkeys(self.FIELDS, 0)}
-
-    def add(self, result: Any) -> None:
-        if getattr(result, "cached", False):
-            self.totals["cached"] += 1
-            return
-        self.totals["requests"] += 1
-        usage = getattr(result, "usage", None) or {}
-        for name in self.FIELDS:
-            value = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
-            self.totals[name] += value or 0
-
-    def to_dict(self) -> dict[str, float]:
-        return {k: round(v, 6) if k == "cost_usd" else int(v) for k, v in self.totals.items()}
+def _meter_add(meter: UsageMeter, result: Any) -> None:
+    """Count one answer: tokens and cost only for requests actually sent (a cache hit costs nothing)."""
+    if getattr(result, "cached", False):
+        meter.add(Usage(), cached=1)
+    else:
+        meter.add(result.usage, requests=max(1, int(getattr(result, "requests", 1) or 1)))
 
 
-def _combined(*tallies: UsageTally) -> dict[str, float]:
+def _failure(who: str, exc: Exception) -> str:
+    detail = str(exc) if hasattr(exc, "kind") else f"{type(exc).__name__}: {exc}"
+    return f"{who} request failed: {_clip(detail, 200)}"
+
+
+def _combined(*totals: UsageTotals) -> dict[str, float]:
     out: dict[str, float] = {}
-    for tally in tallies:
-        for key, value in tally.to_dict().items():
+    for total in totals:
+        for key, value in total.to_dict().items():
             out[key] = round(out.get(key, 0) + value, 6)
     return out
 
@@ -441,7 +435,7 @@ async def _evaluate_item(
     model_client: ChatClient,
     judge_client: ChatClient,
     settings: EvalSettings,
-    usage: dict[str, UsageTally],
+    usage: dict[str, UsageMeter],
     gate: asyncio.Semaphore,
 ) -> TurnOutcome:
     outcome = TurnOutcome(item.dialogue_id, item.turn, item.question.text, item.reference)
@@ -451,18 +445,18 @@ async def _evaluate_item(
         try:
             answer = await model_client.chat(messages, model=settings.model, **settings.model_params)
         except Exception as exc:  # the client has retried already: record and go on
-            outcome.failure = f"model request failed: {type(exc).__name__}: {_clip(str(exc), 200)}"
+            outcome.failure = _failure("model", exc)
             return outcome
-        usage["model"].add(answer)
+        _meter_add(usage["model"], answer)
         outcome.answer = (answer.content or "").strip()
         judge_messages = rubric.judge_messages(item.profile, item.history, item.question, outcome.answer,
                                                item.reference)
         try:
             verdict = await judge_client.chat(judge_messages, model=settings.judge, **settings.judge_params)
         except Exception as exc:
-            outcome.failure = f"judge request failed: {type(exc).__name__}: {_clip(str(exc), 200)}"
+            outcome.failure = _failure("judge", exc)
             return outcome
-        usage["judge"].add(verdict)
+        _meter_add(usage["judge"], verdict)
         outcome.judgement = parse_judgement(verdict.content, rubric)
     return outcome
 
@@ -475,12 +469,13 @@ async def evaluate_items(
     settings: EvalSettings,
 ) -> dict[str, Any]:
     """Answer and judge every item (bounded concurrency) and aggregate: the results JSON as a dict."""
-    usage = {"model": UsageTally(), "judge": UsageTally()}
+    usage = {"model": UsageMeter(*settings.model_prices), "judge": UsageMeter(*settings.judge_prices)}
     gate = asyncio.Semaphore(max(1, settings.concurrency))
     outcomes = await asyncio.gather(*(
         _evaluate_item(item, rubric, model_client, judge_client, settings, usage, gate) for item in items
     ))
     summary = aggregate(outcomes, rubric)
+    model_usage, judge_usage = usage["model"].snapshot(), usage["judge"].snapshot()
     return {
         "model": settings.model,
         "judge": settings.judge,
@@ -491,7 +486,6 @@ async def evaluate_items(
         "n_dialogues": len({item.dialogue_id for item in items}),
         "n_turns": summary["n_turns"],
         "dropped": summary["dropped"],
-        "usage": {**_combined(usage["model"], usage["judge"]),
-                  "model": usage["model"].to_dict(), "judge": usage["judge"].to_dict()},
+        "usage": {**_combined(model_usage, judge_usage), "model": model_usage.to_dict(), "judge": judge_usage.to_dict()},
         "turns": [o.to_dict() for o in outcomes],
     }
