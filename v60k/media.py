@@ -185,3 +185,26 @@ def video_timing(path: str | Path, count_frames: bool = False) -> VideoTiming:
         duration_s=float(duration) if duration not in (None, "N/A") else None,
         start_time_s=float(info.get("format", {}).get("start_time") or 0.0),
     )
+
+
+def check_complete(path: str | Path) -> None:
+    """Raise ``MediaError`` (corrupt_media) when a file holds fewer packets than its header announces.
+
+    A truncated mp4 whose index (moov) comes first still probes fine; demuxing every packet (no decoding)
+    and comparing with the header's per-stream frame counts finds it. Streams without a count pass.
+    """
+    try:
+        info = ffmpeg.probe(str(path), count_packets=None)
+    except ffmpeg.Error as exc:
+        tail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise MediaError(f"{Path(path).name}: unreadable or corrupt media: {' '.join(tail)}", "corrupt_media") from exc
+    for stream in info.get("streams", []):
+        announced = int(stream.get("nb_frames") or 0)
+        read = int(stream.get("nb_read_packets") or 0)
+        if announced and read < announced:
+            kind = stream.get("codec_type", "stream")
+            raise MediaError(
+                f"{Path(path).name}: truncated file: {kind} stream {stream.get('index')} has {read} of the "
+                f"{announced} packets its header announces",
+                "corrupt_media",
+            )
