@@ -75,6 +75,14 @@ def test_hard_cuts_are_found_within_one_frame(media: dict[str, Any], kind: str, 
         assert analysis.refined_windows >= 1
 
 
+@pytest.mark.parametrize("skip_frames", ["none", "bidir"])
+def test_other_frame_skipping_modes(media: dict[str, Any], skip_frames: str) -> None:
+    analysis = detect_shots(media["bframes"], 320, 180, DetectionSettings(skip_frames=skip_frames))
+    assert _frames(analysis.cuts) == media["truth"]
+    decoded = analysis.frames_analysed / analysis.frame_count
+    assert decoded == 1.0 if skip_frames == "none" else decoded < 0.5
+
+
 def test_refinement_finds_the_exact_frame(media: dict[str, Any]) -> None:
     refined = detect_shots(media["bframes"], 320, 180, DetectionSettings())
     assert _frames(refined.cuts) == media["truth"]

@@ -34,6 +34,7 @@ import numpy as np
 from v60k.media import MediaError, VideoTiming, video_timing
 
 DetectorName = Literal["adaptive", "content"]
+SkipFrames = Literal["none", "noref", "bidir"]
 
 _FRAME_LINE = re.compile(r"\bn:\s*(\d+)\s+pts:\s*(\S+)\s+pts_time:\S+.*?\biskey:(\d)")
 _TIME_BASE_LINE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
@@ -52,7 +53,7 @@ class DetectionSettings:
     min_scene_len_s: float = 0.6
     analysis_width: int = 256  # PySceneDetect's own default effective width
     motion_fps: float = 5.0
-    skip_nonref: bool = True
+    skip_frames: SkipFrames = "noref"  # frames the analysis pass does not decode (ffmpeg -skip_frame)
     skip_loop_filter: bool = True
     refine: bool = True
     decode_threads: int = 0  # 0: ffmpeg decides
@@ -115,7 +116,7 @@ def decode_small_frames(
     *,
     start_time_s: float = 0.0,
     seek_s: float | None = None,
-    skip_nonref: bool = False,
+    skip_frames: SkipFrames = "none",
     skip_loop_filter: bool = False,
     threads: int = 0,
 ) -> Iterator[DecodedFrame]:
@@ -128,8 +129,8 @@ def decode_small_frames(
     cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-copyts"]
     if threads:
         cmd += ["-threads", str(threads)]
-    if skip_nonref:
-        cmd += ["-skip_frame", "noref"]
+    if skip_frames != "none":
+        cmd += ["-skip_frame", skip_frames]
     if skip_loop_filter:
         cmd += ["-skip_loop_filter", "all"]
     if seek_s is not None:
@@ -283,7 +284,7 @@ def detect_shots(
     candidates: list[Any] = []
     position = None
     for frame in decode_small_frames(
-        path, size, start_time_s=timing.start_time_s, skip_nonref=settings.skip_nonref,
+        path, size, start_time_s=timing.start_time_s, skip_frames=settings.skip_frames,
         skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads,
     ):
         if times and frame.time_s <= times[-1]:

@@ -30,7 +30,7 @@ class Scenes(Stage):
         min_scene_len_s: float = Field(0.6, ge=0)
         analysis_width: int = Field(256, ge=16)
         motion_fps: float = Field(5.0, gt=0)
-        skip_nonref: bool = True
+        skip_frames: Literal["none", "noref", "bidir"] = "noref"
         skip_loop_filter: bool = True
         refine: bool = True
         decode_threads: int = Field(0, ge=0)
@@ -78,7 +78,7 @@ class Scenes(Stage):
                             window_width=settings.window_width)
         else:
             detector.update(threshold=settings.content_threshold)
-        detector.update(analysis_width=settings.analysis_width, skip_nonref=settings.skip_nonref,
+        detector.update(analysis_width=settings.analysis_width, skip_frames=settings.skip_frames,
                         skip_loop_filter=settings.skip_loop_filter, refine=settings.refine)
         starts = [(0.0, 0)] + [(cut.time_s, cut.frame) for cut in analysis.cuts]
         ends = starts[1:] + [(round(analysis.end_s, 6), analysis.frame_count)]
