@@ -1,0 +1,392 @@
+"""The download stage: real yt-dlp against a real HTTP server on 127.0.0.1, real ffmpeg, real SQLite."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+import ffmpeg
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from v60k import pipeline
+from v60k.catalog import Catalog
+from v60k.cli import cli
+from v60k.samples import MediaServer, build_scene_video
+from v60k.stage import StageError, Video
+from v60k.stages.download import STAGING_DIR, Download, classify_download_error, parse_rate
+from v60k.workdir import read_json
+
+# tiny waits: the retry logic runs for real, the test does not sleep for long
+FAST = {"retries": 2, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5}
+INFO_KEYS = {"id", "title", "channel", "uploader", "duration", "license", "upload_date", "tags", "description",
+             "webpage_url", "extractor", "width", "height", "fps", "vcodec", "acodec", "filesize", "subtitles"}
+
+
+class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the directory; records each request; answers scripted error statuses first."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _scripted(self) -> bool:
+        recorder: RecordingServer = self.server.recorder  # type: ignore[attr-defined]
+        path = unquote(urlsplit(self.path).path).lstrip("/")
+        recorder.requests.append({"method": self.command, "path": path, "cookie": self.headers.get("Cookie"),
+                                  "range": self.headers.get("Range")})
+        statuses = recorder.scripted.get(path)
+        if statuses:
+            self.send_error(statuses.pop(0))
+            return True
+        return False
+
+    def do_GET(self) -> None:
+        if not self._scripted():
+            super().do_GET()
+
+    def do_HEAD(self) -> None:
+        if not self._scripted():
+            super().do_HEAD()
+
+
+class RecordingServer(MediaServer):
+    """The tests' MediaServer, plus a request log and scripted failures (``scripted[path] = [503, 503]``)."""
+
+    def __init__(self, root: Path):
+        super().__init__(root)
+        self.requests: list[dict[str, str | None]] = []
+        self.scripted: dict[str, list[int]] = {}
+        self.httpd.RequestHandlerClass = functools.partial(_RecordingHandler, directory=str(root))
+        self.httpd.recorder = self  # type: ignore[attr-defined]
+        # the generic extractor reads a direct link's first bytes and hangs up: not an error worth a traceback
+        self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+
+    def paths(self, method: str = "GET") -> list[str]:
+        return [r["path"] for r in self.requests if r["method"] == method]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real media, built once: a 2 s video with audio, one without audio, an audio-only mp4."""
+    root = tmp_path_factory.mktemp("media")
+    build_scene_video(root / "good.mp4", [1.0, 1.0], width=320, height=180, fps=10)
+    build_scene_video(root / "silent.mp4", [1.0, 1.0], width=320, height=180, fps=10, audio=False)
+    sine = ffmpeg.input("sine=frequency=440:sample_rate=22050", f="lavfi", t=2)
+    ffmpeg.output(sine, str(root / "voice.mp4"), acodec="aac").overwrite_output().run(quiet=True)
+    return {p.stem: p for p in root.glob("*.mp4")}
+
+
+@pytest.fixture
+def server(tmp_path: Path, media: dict[str, Path]) -> Iterator[RecordingServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copy(media["good"], root / "good.mp4")
+    with RecordingServer(root) as srv:
+        yield srv
+
+
+def _video(tmp_path: Path, url: str, video_id: str = "v1", **fields) -> Video:
+    return Video(video_id=video_id, source_url=url, dir=tmp_path / "work" / "videos" / video_id, **fields)
+
+
+def _stage(**settings) -> Download:
+    return Download(Download.Settings(**{**FAST, **settings}))
+
+
+def _manifest(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_good_video_downloads_with_info_json(tmp_path, server, media):
+    odd = "Ça va — 日本語 🎬 e\u0301"
+    shutil.copy(media["good"], server.root / f"{odd}.mp4")
+    video = _video(tmp_path, server.url(quote(f"{odd}.mp4")), license="CC-BY-4.0")
+    result = _stage().process(video)
+
+    source = video.dir / "source.mp4"
+    assert result.outputs == {"source": "source.mp4", "info": "info.json"}
+    assert source.read_bytes() == media["good"].read_bytes()
+    info = read_json(video.dir / "info.json")
+    assert set(info) == INFO_KEYS
+    assert info["title"] == odd  # a direct link's title is its file name, Unicode intact
+    assert (info["id"], info["license"], info["extractor"]) == ("v1", "CC-BY-4.0", "Generic")
+    assert (info["width"], info["height"], info["fps"], info["vcodec"], info["acodec"]) == (320, 180, 10.0, "h264", "aac")
+    assert info["duration"] == pytest.approx(2.0, abs=0.1)
+    assert info["filesize"] == source.stat().st_size and info["subtitles"] == {}
+    assert result.metrics["has_audio"] is True and result.metrics["attempts"] == 1
+    assert not (video.dir / STAGING_DIR).exists()
+    assert sorted(p.name for p in video.dir.iterdir()) == ["info.json", "source.mp4"]
+
+
+def _html5_page(server: RecordingServer, name: str, tracks: dict[str, str], title: str = "Pilot") -> str:
+    track_tags = "".join(f'<track kind="subtitles" src="{src}" srclang="{lang}">' for lang, src in tracks.items())
+    page = (f"<html><head><title>{title}</title></head><body><video controls>"
+            f'<source src="good.mp4" type="video/mp4">{track_tags}</video></body></html>')
+    (server.root / name).write_text(page, encoding="utf-8")
+    return server.url(name)
+
+
+def test_creator_subtitles_from_an_html5_page(tmp_path, server):
+    (server.root / "good.en.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nHi Monica.\n", encoding="utf-8")
+    (server.root / "good.fr.vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nSalut.\n", encoding="utf-8")
+    url = _html5_page(server, "page.html", {"en": "good.en.vtt", "fr": "good.fr.vtt"})
+
+    video = _video(tmp_path, url)
+    result = _stage(subtitle_languages=["en"]).process(video)
+    info = read_json(video.dir / "info.json")
+    assert info["subtitles"] == {"en": "subs/en.vtt"}  # only the languages asked for
+    assert "Hi Monica." in (video.dir / "subs" / "en.vtt").read_text(encoding="utf-8")
+    assert result.outputs["subs"] == "subs" and info["extractor"] == "HTML5MediaEmbed"
+
+    every = _video(tmp_path, url, "v2")
+    _stage().process(every)  # default: every creator language
+    assert read_json(every.dir / "info.json")["subtitles"] == {"en": "subs/en.vtt", "fr": "subs/fr.vtt"}
+
+    none = _video(tmp_path, url, "v3")
+    server.requests.clear()
+    _stage(write_subtitles=False).process(none)
+    assert not (none.dir / "subs").exists() and not any(p.endswith(".vtt") for p in server.paths())
+
+
+def test_a_missing_subtitle_file_does_not_lose_the_video(tmp_path, server):
+    url = _html5_page(server, "broken-subs.html", {"en": "gone.en.vtt"})
+    video = _video(tmp_path, url)
+    result = _stage().process(video)
+    assert (video.dir / "source.mp4").exists() and not (video.dir / "subs").exists()
+    assert read_json(video.dir / "info.json")["subtitles"] == {}
+    assert "404" in result.metrics["subtitles_error"]
+
+
+def test_duration_cap_before_and_after_the_media_request(tmp_path, server, media):
+    # known duration (schema.org metadata): refused before the download (the one request to long.mp4 is the
+    # extractor's look at its first bytes; a download would be a second)
+    shutil.copy(media["good"], server.root / "long.mp4")
+    ld = {"@context": "https://schema.org", "@type": "VideoObject", "name": "A long one", "duration": "PT2H",
+          "contentUrl": server.url("long.mp4"), "uploadDate": "2024-01-02"}
+    (server.root / "long.html").write_text(
+        f'<html><head><script type="application/ld+json">{json.dumps(ld)}</script></head><body></body></html>')
+    video = _video(tmp_path, server.url("long.html"))
+    with pytest.raises(StageError) as refused:
+        _stage(max_duration_s=3600).process(video)
+    assert refused.value.error_class == "too_long" and "7200" in str(refused.value)
+    assert server.paths().count("long.mp4") == 1 and not list(video.dir.iterdir())
+
+    # unknown until probed (a direct link): measured, then refused; nothing kept
+    direct = _video(tmp_path, server.url("good.mp4"), "v2")
+    with pytest.raises(StageError) as measured:
+        _stage(max_duration_s=1.5).process(direct)
+    assert measured.value.error_class == "too_long"
+    assert not list(direct.dir.iterdir())
+
+
+def test_file_size_cap(tmp_path, server):
+    video = _video(tmp_path, server.url("good.mp4"))
+    with pytest.raises(StageError) as refused:
+        _stage(max_filesize_mb=0.01).process(video)
+    assert refused.value.error_class == "too_large"
+    assert not list(video.dir.iterdir())
+
+
+def test_transient_errors_are_retried_then_classified(tmp_path, server):
+    server.scripted["good.mp4"] = [503, 502]
+    video = _video(tmp_path, server.url("good.mp4"))
+    result = _stage(retries=2).process(video)
+    assert result.metrics["attempts"] == 3 and (video.dir / "source.mp4").exists()
+
+    server.scripted["good.mp4"] = [503] * 10
+    server.requests.clear()
+    with pytest.raises(StageError) as exhausted:
+        _stage(retries=1).process(_video(tmp_path, server.url("good.mp4"), "v2"))
+    assert exhausted.value.error_class == "transient_exhausted" and "after 2 attempts" in str(exhausted.value)
+    assert server.paths().count("good.mp4") == 2
+
+    server.scripted["gone.mp4"] = [410]
+    server.requests.clear()
+    with pytest.raises(StageError) as gone:  # permanent: no retry
+        _stage(retries=3).process(_video(tmp_path, server.url("gone.mp4"), "v3"))
+    assert gone.value.error_class == "unavailable" and server.paths() == ["gone.mp4"]
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("ERROR: [generic] x: Unable to download webpage: HTTP Error 404: File not found", ("unavailable", False)),
+        ("ERROR: [generic] x: Unable to download webpage: HTTP Error 410: Gone", ("unavailable", False)),
+        ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader", ("unavailable", False)),
+        ("ERROR: [youtube] abc: Private video. Sign in if you've been granted access to this video", ("private", False)),
+        ("ERROR: [youtube] abc: The uploader has not made this video available in your country",
+         ("geo_blocked", False)),
+        ("ERROR: [vimeo] 1: This video is not available from your location due to geo restriction",
+         ("geo_blocked", False)),
+        ("ERROR: [youtube] abc: Sign in to confirm your age. This video may be inappropriate", ("login_required", False)),
+        ("ERROR: Unsupported URL: http://example.com/", ("unsupported_url", False)),
+        ("ERROR: [generic] x: Requested format is not available. Use --list-formats", ("no_suitable_format", False)),
+        ("ERROR: [generic] x: Unable to download webpage: HTTP Error 403: Forbidden", ("http_error", False)),
+        ("ERROR: [generic] x: Unable to download webpage: HTTP Error 503: Service Unavailable",
+         ("transient_exhausted", True)),
+        ("ERROR: [generic] x: Unable to download webpage: HTTP Error 429: Too Many Requests",
+         ("transient_exhausted", True)),
+        ("ERROR: [generic] x: Unable to download webpage: The read operation timed out", ("transient_exhausted", True)),
+        ("ERROR: [download] Got error: 1000 bytes read, 435189 more expected. Giving up after 1 retries",
+         ("transient_exhausted", True)),
+        ("ERROR: [generic] x: Unable to download webpage: [Errno 104] Connection reset by peer",
+         ("transient_exhausted", True)),
+        ("ERROR: [generic] x: Unable to download webpage: Failed to establish a new connection: "
+         "[Errno 111] Connection refused", ("unreachable", True)),
+        ("ERROR: [generic] x: Unable to download webpage: [Errno -2] Name or service not known",
+         ("unreachable", True)),
+        ("ERROR: Did not get any data blocks", ("empty_file", False)),
+        ("ERROR: something nobody has seen before", ("download_error", False)),
+    ],
+)
+def test_classify_download_error(message, expected):
+    assert classify_download_error(message) == expected
+
+
+def _rss(server: RecordingServer, name: str, items: list[tuple[str, str]]) -> str:
+    body = "".join(f'<item><title>{t}</title><enclosure url="{server.url(f)}" type="video/mp4" length="1"/></item>'
+                   for t, f in items)
+    (server.root / name).write_text(
+        f'<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Central Perk Tapes</title>'
+        f"{body}</channel></rss>", encoding="utf-8")
+    return server.url(name)
+
+
+def test_playlist_expands_and_its_videos_download_in_the_same_run(tmp_path, server, media):
+    shutil.copy(media["good"], server.root / "ep2.mp4")
+    feed = _rss(server, "feed.xml", [("Ep 1 — “Pilot”", "good.mp4"), ("Ep 2", "ep2.mp4")])
+    manifest = _manifest(tmp_path / "m.jsonl", [
+        {"url": feed, "id": "season-1", "characters": "Monica;Ross", "language": "en", "license": "CC-BY-4.0"},
+    ])
+    work = tmp_path / "work"
+    summary = pipeline.run(work, manifest=manifest, stages=["download"], overrides={"download": FAST})
+
+    assert summary.counts["download"] == {"pending": 0, "running": 0, "done": 2, "failed": 0, "skipped": 1}
+    with Catalog(work) as catalog:
+        parent = catalog.item("season-1", "download")
+        assert parent["state"] == "skipped" and parent["error_message"] == "playlist expanded into 2 videos"
+        children = [v for v in catalog.videos() if v.video_id != "season-1"]
+        parents = dict(catalog.db.execute("SELECT video_id, parent_id FROM videos"))
+    assert len(children) == 2
+    for child in children:
+        assert parents[child.video_id] == "season-1"
+        assert child.series == "Central Perk Tapes"  # the feed's title, since the row had no series
+        assert (child.characters, child.language, child.license) == (["Monica", "Ross"], "en", "CC-BY-4.0")
+        assert (child.dir / "source.mp4").exists()
+    titles = sorted(read_json(c.dir / "info.json")["title"] for c in children)
+    assert titles == ["Ep 1 — “Pilot”", "Ep 2"]
+
+
+def test_second_run_downloads_nothing(tmp_path, server):
+    manifest = _manifest(tmp_path / "m.jsonl", [{"url": server.url("good.mp4"), "id": "one"}])
+    work = tmp_path / "work"
+    first = pipeline.run(work, manifest=manifest, stages=["download"], overrides={"download": FAST})
+    assert first.processed == {"download": 1} and first.counts["download"]["done"] == 1
+    source = work / "videos" / "one" / "source.mp4"
+    stamp = source.stat().st_mtime_ns
+
+    server.requests.clear()
+    again = pipeline.run(work, manifest=manifest, stages=["download"], overrides={"download": FAST})
+    assert again.processed == {"download": 0} and again.counts["download"]["done"] == 1
+    assert server.requests == [] and source.stat().st_mtime_ns == stamp
+    # pacing, retries and cookies are not part of the fingerprint: changing them redoes nothing
+    calmer = pipeline.run(work, stages=["download"], overrides={"download": {**FAST, "retries": 5, "rate_limit": "1M"}})
+    assert calmer.processed == {"download": 0} and server.requests == []
+
+
+def test_an_interrupted_download_resumes_from_staging_and_leaves_no_half_file(tmp_path, server, media):
+    video = _video(tmp_path, server.url("good.mp4"))
+    staging = video.dir / STAGING_DIR
+    staging.mkdir(parents=True)
+    data = media["good"].read_bytes()
+    (staging / "source.mp4.part").write_bytes(data[: len(data) // 2])  # what a killed run leaves behind
+    assert Video.from_dict(video.to_dict()).paths.source is None  # a half file is never taken for the source
+
+    _stage().process(video)
+    assert any(r["range"] for r in server.requests if r["path"] == "good.mp4")  # yt-dlp tried to resume
+    assert (video.dir / "source.mp4").read_bytes() == data
+    assert not staging.exists()
+
+
+def test_cli_download_and_status_json(tmp_path, server):
+    manifest = _manifest(tmp_path / "m.jsonl", [
+        {"url": server.url("good.mp4"), "id": "good"},
+        {"url": server.url("nope-1.mp4")},
+        {"url": server.url("nope-2.mp4")},
+        {"url": "ftp://127.0.0.1/film.mp4"},
+    ])
+    work = tmp_path / "work"
+    runner = CliRunner()
+    sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
+    result = runner.invoke(cli, ["download", str(manifest), "--workdir", str(work), "--quiet", *sets])
+    assert result.exit_code == 0, result.output
+    assert (work / "videos" / "good" / "source.mp4").exists()
+
+    strict = runner.invoke(cli, ["download", str(manifest), "--workdir", str(work), "--quiet", "--strict"])
+    assert strict.exit_code == 1  # failures stay recorded; nothing re-ran
+
+    status = runner.invoke(cli, ["status", "--workdir", str(work), "--json"])
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.output)
+    assert data["stages"]["download"]["done"] == 1 and data["stages"]["download"]["failed"] == 3
+    groups = {(f["stage"], f["state"], f["error_class"]): f["count"] for f in data["failures"]}
+    assert groups == {("download", "failed", "unavailable"): 2, ("download", "failed", "unsupported_scheme"): 1}
+    example = next(f for f in data["failures"] if f["error_class"] == "unavailable")
+    assert "404" in example["example"]
+
+
+def test_cookies_are_sent_but_never_stored_logged_or_rewritten(tmp_path, server, caplog):
+    secret = "s3cr3t-session-value-0123456789"
+    cookies = tmp_path / "cookies.txt"
+    cookies.write_text(f"# Netscape HTTP Cookie File\n127.0.0.1\tFALSE\t/\tFALSE\t4102444800\tsession\t{secret}\n")
+    before = (cookies.read_bytes(), cookies.stat().st_mtime_ns)
+    manifest = _manifest(tmp_path / "m.jsonl", [{"url": server.url("good.mp4"), "id": "good"}])
+    work = tmp_path / "work"
+    with caplog.at_level(logging.DEBUG):
+        summary = pipeline.run(work, manifest=manifest, stages=["download"],
+                               overrides={"download": {**FAST, "cookies_file": str(cookies)}})
+    assert summary.counts["download"]["done"] == 1
+    assert any(r["cookie"] and secret in r["cookie"] for r in server.requests)  # the cookie was used
+    assert (cookies.read_bytes(), cookies.stat().st_mtime_ns) == before  # and the file left as it was
+    assert secret not in caplog.text
+    for path in work.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    with Catalog(work) as catalog:
+        stored = json.loads(catalog.db.execute("SELECT settings FROM stage_settings WHERE stage='download'").fetchone()[0])
+    assert stored["cookies_file"] == str(cookies)  # the path only
+
+    missing = _stage(cookies_file=str(tmp_path / "nope.txt"))
+    with pytest.raises(StageError) as unreadable:
+        missing.process(_video(tmp_path, server.url("good.mp4"), "v2"))
+    assert unreadable.value.error_class == "cookies_unreadable"
+
+
+def test_settings_validation_and_fingerprint():
+    assert parse_rate("2M") == 2 * 1024 * 1024 and parse_rate("500K") == 512_000 and parse_rate(1000) == 1000
+    with pytest.raises(ValidationError):
+        Download.Settings(rate_limit="fast please")
+    with pytest.raises(ValidationError):
+        Download.Settings(allow_schemes=["http", "file"])
+    base = Download(Download.Settings()).fingerprint()
+    assert Download(Download.Settings(retries=9, cookies_file="/x", sleep_interval_s=3)).fingerprint() == base
+    assert Download(Download.Settings(format="b")).fingerprint() != base
+
+
+def test_non_http_schemes_fail_before_yt_dlp(tmp_path, server):
+    for url in ("file:///etc/passwd", "ftp://127.0.0.1/a.mp4", "data:video/mp4;base64,AAAA"):
+        with pytest.raises(StageError) as refused:
+            _stage().process(_video(tmp_path, url))
+        assert refused.value.error_class == "unsupported_scheme"
+    with pytest.raises(StageError) as https_only:
+        _stage(allow_schemes=["https"]).process(_video(tmp_path, server.url("good.mp4")))
+    assert https_only.value.error_class == "unsupported_scheme"
+    assert server.requests == []
