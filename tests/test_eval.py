@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from openai_server import Fault, openai_server_fixture  # noqa: F401  (fixture)
 from PIL import Image
 
 from v60k.framework.evaluate import (
@@ -214,3 +215,148 @@ def test_test_items_come_from_the_test_split_with_sorted_frames_summary_and_a_le
 def test_missing_test_dialogues_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no test dialogues"):
         load_test_items(tmp_path)
+
+
+# ------------------------------------------------------------------- whole runs against the test server
+
+MODEL, JUDGE = "rp-model", "judge-model"
+
+
+class ScriptedEndpoint:
+    """The model under test answers "ANSWER to <question>"; the judge answers what ``verdicts`` scripts for the
+    question it is shown (Q-A, Q-B, Q-C)."""
+
+    def __init__(self, verdicts: dict[str, str]):
+        self.verdicts = verdicts
+
+    def __call__(self, body: dict) -> str:
+        if body["model"] == MODEL:
+            last = body["messages"][-1]["content"]
+            text = last if isinstance(last, str) else last[-1]["text"]
+            return f"ANSWER to {text.split(': ', 1)[-1]}"
+        assert body["model"] == JUDGE
+        user = body["messages"][-1]["content"]
+        question = next(q for q in self.verdicts if f"The user's last message:\nMonica: {q}" in user)
+        return self.verdicts[question]
+
+
+def _config(path: Path, base_url: str) -> Path:
+    path.write_text(f"llm:\n  base_url: {base_url}\n  model: {JUDGE}\n  max_retries: 0\n  retry_base_s: 0\n"
+                    "  price_input_per_1m: 1.0\n  price_output_per_1m: 2.0\n", encoding="utf-8")
+    return path
+
+
+def _eval(tmp_path: Path, server, *extra: str) -> tuple[object, dict]:
+    import click
+    from click.testing import CliRunner
+
+    from v60k.cli import eval_cmds
+
+    group = click.Group()
+    eval_cmds.register(group)
+    shards = tmp_path / "corpus"
+    if not shards.exists():
+        build_shards(shards)
+    out = tmp_path / "results.json"
+    args = ["eval", "--shards", str(shards), "--model", MODEL, "--out", str(out), "--workdir", str(tmp_path / "work"),
+            "--config", str(_config(tmp_path / "eval.yaml", server.base_url)), *extra]
+    result = CliRunner().invoke(group, args, catch_exceptions=False)
+    return result, json.loads(out.read_text()) if out.exists() else {}
+
+
+Q_A, Q_B, Q_C = "Q-A: did you sleep?", "Q-B: pancakes?", "Q-C: the museum?"
+
+
+def test_a_valid_run_gives_the_exact_ratios_and_a_rerun_sends_no_request(tmp_path, openai_server):
+    openai_server.handler = ScriptedEndpoint({Q_A: judge_json((5, 10)), Q_B: judge_json((6, 8)),
+                                              Q_C: judge_json({m: (9 - i, 6) for i, m in enumerate(METRICS)})})
+    result, results = _eval(tmp_path, openai_server)
+    assert result.exit_code == 0, result.output
+    assert openai_server.chat_requests == 6  # 3 turns: one answer and one judgement each
+    assert (results["model"], results["judge"], results["rubric_version"]) == (MODEL, JUDGE, "eval-rubric-v1")
+    for i, name in enumerate(METRICS):
+        metric = results["metrics"][name]
+        expected = (0.5 + 0.75 + (9 - i) / 6) / 3
+        assert metric["ratio"] == pytest.approx(expected, abs=1e-6)
+        assert metric["model_mean"] == pytest.approx((5 + 6 + 9 - i) / 3, abs=1e-6)
+        assert metric["reference_mean"] == pytest.approx(8.0, abs=1e-6)
+        assert (metric["n_valid"], metric["n_dropped"]) == (3, 0)
+    assert results["overall"] == pytest.approx(sum(m["ratio"] for m in results["metrics"].values()) / 8)
+    assert results["dropped"] == [] and results["n_turns"] == 3 and results["n_dialogues"] == 2
+    assert [t["answer"] for t in results["turns"]] == [f"ANSWER to {q}" for q in (Q_B, Q_C, Q_A)]
+    assert results["usage"]["requests"] == 6 and results["usage"]["cached"] == 0
+    reported = openai_server.reported
+    assert results["usage"]["prompt_tokens"] == reported["prompt_tokens"]
+    assert results["usage"]["completion_tokens"] == reported["completion_tokens"]
+    assert results["usage"]["cost_usd"] == pytest.approx(
+        (reported["prompt_tokens"] * 1.0 + reported["completion_tokens"] * 2.0) / 1e6, abs=1e-6)
+    assert "Fluency" in result.output and "overall" in result.output
+
+    # the model got the clip's frames in temporal order, the summary and the persona; the judge the rubric
+    first = next(b for b in openai_server.chat_bodies if b["model"] == MODEL and Q_B in json.dumps(b))
+    images = [p["image_url"]["url"] for p in first["messages"][1]["content"] if p["type"] == "image_url"]
+    assert images == [f"data:image/jpeg;base64,{__import__('base64').b64encode(_jpeg(s)).decode()}"
+                      for s in (10, 100, 200)]
+    assert "Monica offers Ross pancakes" in first["messages"][0]["content"]
+    assert "I love dinosaurs." in first["messages"][0]["content"]
+    judge_body = next(b for b in openai_server.chat_bodies if b["model"] == JUDGE)
+    assert "video_text_relevance" in judge_body["messages"][0]["content"]
+
+    before = openai_server.chat_requests
+    again, rerun = _eval(tmp_path, openai_server)
+    assert again.exit_code == 0, again.output
+    assert openai_server.chat_requests == before  # everything from the response cache
+    assert rerun["usage"]["requests"] == 0 and rerun["usage"]["cached"] == 6
+    assert rerun["metrics"] == results["metrics"] and rerun["turns"] == results["turns"]
+
+
+def test_malformed_judge_answers_are_recorded_and_averages_count_only_valid_ones(tmp_path, openai_server):
+    missing = json.loads(judge_json((4, 8)))
+    del missing["scores"]["coherency"]
+    openai_server.handler = ScriptedEndpoint({
+        Q_B: json.dumps(missing),  # coherency missing
+        Q_C: judge_json((8, 8), fluency={"model": 12, "reference": 8, "rationale": "x"}),  # out of range
+        Q_A: "Both answers are fine. The model's answer deserves a 7 and the reference an 8.",  # prose
+    })
+    result, results = _eval(tmp_path, openai_server)
+    assert result.exit_code == 0, result.output
+    metrics = results["metrics"]
+    assert metrics["coherency"] == {"title": "Coherency", "ratio": 1.0, "model_mean": 8.0, "reference_mean": 8.0,
+                                    "n_valid": 1, "n_dropped": 2}
+    assert metrics["fluency"]["ratio"] == 0.5 and (metrics["fluency"]["n_valid"], metrics["fluency"]["n_dropped"]) == (1, 2)
+    assert metrics["tone_consistency"]["ratio"] == 0.75 and metrics["tone_consistency"]["n_valid"] == 2
+    dropped = {(d["dialogue_id"], d["turn"], d["metric"]): d["reason"] for d in results["dropped"]}
+    assert dropped[("ep1-c000-d00", 1, "coherency")] == "missing scores for this metric"
+    assert dropped[("ep1-c000-d00", 3, "fluency")] == "model score 12 is outside 1–10"
+    assert dropped[("ep1-c000-d01", 1, None)].startswith("prose instead of the JSON format: Both answers")
+    assert len(dropped) == 3
+    assert "3 dropped judgement(s)" in result.output and "prose instead" in result.output
+
+
+def test_invalid_json_and_a_failed_request_are_recorded_too(tmp_path, openai_server):
+
+    openai_server.handler = ScriptedEndpoint({Q_B: '{"scores": {"fluency": {"model": 7, ', Q_C: judge_json((3, 6)),
+                                              Q_A: judge_json((3, 6))})
+    openai_server.faults.append(Fault("server_error", match=lambda body: body["model"] == MODEL
+                                      and Q_A in json.dumps(body["messages"][-1])))
+    result, results = _eval(tmp_path, openai_server, "--json")
+    assert result.exit_code == 0, result.output
+    dropped = {(d["dialogue_id"], d["turn"]): d["reason"] for d in results["dropped"]}
+    assert dropped[("ep1-c000-d00", 1)].startswith("invalid JSON (")
+    assert dropped[("ep1-c000-d01", 1)].startswith("model request failed: server_error")
+    assert all(m["ratio"] == 0.5 and m["n_valid"] == 1 and m["n_dropped"] == 2 for m in results["metrics"].values())
+    assert json.loads(result.output)["overall"] == 0.5
+
+
+def test_eval_without_an_endpoint_exits_2_with_a_clear_message(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from v60k.cli import eval_cmds
+
+    group = click.Group()
+    eval_cmds.register(group)
+    result = CliRunner().invoke(group, ["eval", "--shards", str(build_shards(tmp_path / "c")), "--model", MODEL,
+                                        "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 2
+    assert "No LLM endpoint is configured" in result.output and "base_url" in result.output

@@ -1,0 +1,182 @@
+"""The framework at inference (``v60k chat``): talk to a character of a video.
+
+    profile = prepare_profile("episode.mp4", "Ross", workdir="chat-work", config=config)
+    session = ChatSession(profile, client, model="gpt-4o-mini")
+    answer = await session.ask("How was the museum?")
+
+``prepare_profile`` runs the speech stages on the video in a work dir (``v60k.pipeline.run``: download, scenes,
+transcribe, diarize, attribute), samples frames with the reference sampler (temporal order), and makes the summary
+context from the attributed transcript with the generation stage's summary prompt through the LLM client — or the
+extractive summary when no endpoint is configured. All of that works offline; only ``ask`` needs a model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from v60k.catalog import Catalog
+from v60k.config import PipelineConfig
+from v60k.framework.profile import RolePlayProfile, Turn, build_messages, default_persona
+from v60k.manifest import load_manifest
+from v60k.progress import Progress
+from v60k.stage import Video
+from v60k.workdir import VideoPaths, WorkDir, read_json
+
+SPEECH_STAGES = ("download", "scenes", "transcribe", "diarize", "attribute")
+PERSONA_LINES = 5
+
+
+class ChatError(RuntimeError):
+    """The video cannot be prepared for a chat (download or probing failed), with the reason."""
+
+
+@dataclass
+class PreparedVideo:
+    """The work dir's view of the chat's video after the speech stages."""
+
+    video: Video
+    title: str | None
+    duration_s: float
+    lines: list[dict[str, Any]]  # attributed lines (lines.json), possibly empty
+    notes: list[str] = field(default_factory=list)  # stages that were skipped or failed, and why
+
+    @property
+    def paths(self) -> VideoPaths:
+        return self.video.paths
+
+
+def _video_url(video: str) -> str:
+    """A manifest URL for a local file (``file://``) or a URL as given."""
+    if "://" in video:
+        return video
+    path = Path(video).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {video}")
+    return path.resolve().as_uri()
+
+
+def prepare_video(
+    video: str,
+    cast: Sequence[str],
+    workdir: str | Path | WorkDir,
+    config: PipelineConfig | None = None,
+    progress: Progress | None = None,
+) -> PreparedVideo:
+    """Run the speech stages on one video (resumable in ``workdir``) and read what they produced."""
+    from v60k import pipeline
+
+    workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    workdir.create()
+    manifest_path = workdir.root / "chat-manifest.jsonl"
+    manifest_path.write_text(json.dumps({"url": _video_url(video), "characters": list(cast)}) + "\n", "utf-8")
+    manifest = load_manifest(manifest_path)
+    if not manifest.rows:
+        reason = manifest.rejected[0].reason if manifest.rejected else "no row"
+        raise ChatError(f"not a usable video reference {video!r}: {reason}")
+    row = manifest.rows[0]
+    pipeline.run(workdir, manifest=manifest, config=config or PipelineConfig(), stages=list(SPEECH_STAGES),
+                 progress=progress, command="chat")
+    with Catalog(workdir) as catalog:
+        items = {stage: catalog.item(row["video_id"], stage) or {} for stage in SPEECH_STAGES}
+    for stage in ("download", "scenes"):
+        if items[stage].get("state") != "done":
+            raise ChatError(f"{stage} did not finish for {video}: {_explain(items[stage])}")
+    notes = [f"{stage} {item.get('state')}: {_explain(item)}" for stage, item in items.items()
+             if item.get("state") != "done"]
+    paths = workdir.paths(row["video_id"])
+    info = read_json(paths.info_json) if paths.info_json.exists() else {}
+    scenes = read_json(paths.scenes_json) if paths.scenes_json.exists() else {}
+    lines = read_json(paths.lines_json).get("lines", []) if paths.lines_json.exists() else []
+    duration = float(scenes.get("stream", {}).get("duration_s") or info.get("duration") or 0.0)
+    video_row = Video(video_id=row["video_id"], source_url=row["source_url"], dir=paths.root,
+                      characters=list(cast), title=row.get("title"))
+    return PreparedVideo(video_row, row.get("title") or info.get("title"), duration, lines, notes)
+
+
+def _explain(item: dict[str, Any]) -> str:
+    if not item:
+        return "not run"
+    return f"{item.get('error_class') or item.get('state')}: {item.get('error_message') or ''}".strip().rstrip(":")
+
+
+def video_frames(prepared: PreparedVideo, max_frames: int | None) -> list[tuple[float, bytes]]:
+    """The reference sampler's frames over the whole video, in temporal order."""
+    from v60k.sampler import sample
+
+    source = prepared.paths.source
+    if source is None:
+        raise ChatError(f"no downloaded source in {prepared.paths.root}")
+    frames = sample(source, 0.0, prepared.duration_s, max_frames=max_frames)
+    return sorted(((float(t), bytes(jpeg)) for t, jpeg in frames), key=lambda f: f[0])
+
+
+def character_lines(lines: Sequence[dict[str, Any]], character: str, limit: int = PERSONA_LINES) -> list[str]:
+    return [line["text"] for line in lines if line.get("character") == character and line.get("text")][:limit]
+
+
+@dataclass
+class ChatSession:
+    """A conversation with one character; the history (both sides) is kept across turns."""
+
+    profile: RolePlayProfile
+    client: Any  # the LLM client: ``await chat(messages, model=..., ...)``
+    model: str | None = None
+    vision: bool = True
+    image_detail: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)  # temperature, max_tokens (default: the llm section's)
+    user_name: str | None = None
+    history: list[Turn] = field(default_factory=list)
+    last_result: Any = None
+
+    def messages_for(self, question: str) -> list[dict[str, Any]]:
+        return build_messages(self.profile, self.history, Turn("user", question, self.user_name),
+                              vision=self.vision, detail=self.image_detail)
+
+    async def ask(self, question: str) -> str:
+        """The character's answer to ``question``; both are appended to the history."""
+        params = dict(self.params)
+        if self.model:
+            params["model"] = self.model
+        result = await self.client.chat(self.messages_for(question), **params)
+        self.last_result = result
+        answer = (result.content or "").strip()
+        self.history += [Turn("user", question, self.user_name), Turn("character", answer, self.profile.character)]
+        return answer
+
+
+def persona_for(character: str, persona: str | None, prepared: PreparedVideo) -> str:
+    """The given persona, or a plain one with a few of the character's own lines from the video."""
+    if persona and persona.strip():
+        return persona.strip()
+    return default_persona(character, prepared.title, character_lines(prepared.lines, character))
+
+
+def llm_settings(config: PipelineConfig) -> Any:
+    """The config's ``llm`` section as the LLM backend's settings (a clear error for an unknown key)."""
+    from pydantic import ValidationError
+
+    from v60k.backends.llm import LLMSettings
+    from v60k.config import ConfigError
+
+    try:
+        return LLMSettings(**config.llm)
+    except ValidationError as exc:
+        raise ConfigError(f"{config.source or 'config'}: llm section: {exc}") from exc
+
+
+def make_client(config: PipelineConfig, workdir: WorkDir) -> Any:
+    """The LLM client for the config's endpoint, caching in ``workdir``; None when no endpoint is configured."""
+    from v60k.backends.llm import LLMClient
+
+    settings = llm_settings(config)
+    if not settings.enabled:
+        return None
+    return LLMClient(settings, cache_path=workdir.llm_cache_path)
+
+
+def configured_model(config: PipelineConfig) -> str | None:
+    return llm_settings(config).model or None
