@@ -62,7 +62,10 @@ def parse_characters(value: Any) -> list[str]:
         return []
     if isinstance(value, str):
         text = value.strip()
-        value = json.loads(text) if text.startswith("[") else re.split(r"[;|]", text)
+        try:
+            value = json.loads(text) if text.startswith("[") else re.split(r"[;|]", text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"characters: not a valid JSON list ({exc.msg})") from exc
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("characters must be a list of names (or 'A;B;C')")
     seen: list[str] = []
