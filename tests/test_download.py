@@ -19,12 +19,15 @@ from pydantic import ValidationError
 from v60k import pipeline
 from v60k.catalog import Catalog
 from v60k.cli import cli
+from v60k.config import load_config
 from v60k.samples import MediaServer, build_scene_video
 from v60k.stage import StageError, Video
+from v60k.stages import STAGE_ORDER
 from v60k.stages.download import STAGING_DIR, Download, classify_download_error, parse_rate
 from v60k.workdir import read_json
 
 # tiny waits: the retry logic runs for real, the test does not sleep for long
+REPO = Path(__file__).resolve().parent.parent
 FAST = {"retries": 2, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5}
 INFO_KEYS = {"id", "title", "channel", "uploader", "duration", "license", "upload_date", "tags", "description",
              "webpage_url", "extractor", "width", "height", "fps", "vcodec", "acodec", "filesize", "subtitles"}
@@ -376,6 +379,10 @@ def test_settings_validation_and_fingerprint():
         Download.Settings(rate_limit="fast please")
     with pytest.raises(ValidationError):
         Download.Settings(allow_schemes=["http", "file"])
+    assert Download.Settings(cookies_file="").cookies_file is None  # an unset ${V60K_COOKIES_FILE:-}
+    for config in ("demo.yaml", "video60k.yaml"):
+        section = load_config(REPO / "pipelines" / config, known_stages=list(STAGE_ORDER)).section("download")
+        assert Download.Settings(**section).max_duration_s
     base = Download(Download.Settings()).fingerprint()
     assert Download(Download.Settings(retries=9, cookies_file="/x", sleep_interval_s=3)).fingerprint() == base
     assert Download(Download.Settings(format="b")).fingerprint() != base

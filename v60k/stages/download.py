@@ -190,6 +190,11 @@ class Download(Stage):
         allow_schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
         playlist_limit: int | None = Field(None, ge=1)  # at most this many entries per playlist
 
+        @field_validator("cookies_file", mode="before")
+        @classmethod
+        def _blank_is_none(cls, value: object) -> object:
+            return None if value is None or str(value).strip() == "" else value  # ${COOKIES:-} left unset
+
         @field_validator("rate_limit")
         @classmethod
         def _valid_rate(cls, value: str | None) -> str | None:
