@@ -7,6 +7,11 @@ import http.server
 import json
 import logging
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -48,7 +53,26 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         if statuses:
             self.send_error(statuses.pop(0))
             return True
+        if path in recorder.stalls and self.command == "GET":
+            self._stall(recorder, path)
+            return True
         return False
+
+    def _stall(self, recorder: RecordingServer, path: str) -> None:
+        """Send the first ``after_bytes`` (no headers at all for 0), signal, and wait to be released."""
+        after_bytes, reached, release = recorder.stalls[path]
+        data = (recorder.root / path).read_bytes()
+        if after_bytes:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:after_bytes])
+            self.wfile.flush()
+        reached.set()
+        release.wait(60)
+        if after_bytes:
+            self.wfile.write(data[after_bytes:])
 
     def do_GET(self) -> None:
         if not self._scripted():
@@ -66,6 +90,7 @@ class RecordingServer(MediaServer):
         super().__init__(root)
         self.requests: list[dict[str, str | None]] = []
         self.scripted: dict[str, list[int]] = {}
+        self.stalls: dict[str, tuple[int, threading.Event, threading.Event]] = {}
         self.httpd.RequestHandlerClass = functools.partial(_RecordingHandler, directory=str(root))
         self.httpd.recorder = self  # type: ignore[attr-defined]
         # the generic extractor reads a direct link's first bytes and hangs up: not an error worth a traceback
@@ -73,6 +98,17 @@ class RecordingServer(MediaServer):
 
     def paths(self, method: str = "GET") -> list[str]:
         return [r["path"] for r in self.requests if r["method"] == method]
+
+    def stall(self, path: str, after_bytes: int) -> tuple[threading.Event, threading.Event]:
+        """GETs of ``path`` stop after ``after_bytes``: returns (reached, release) events."""
+        reached, release = threading.Event(), threading.Event()
+        self.stalls[path] = (after_bytes, reached, release)
+        return reached, release
+
+    def __exit__(self, *exc: object) -> None:
+        for _, _, release in self.stalls.values():
+            release.set()
+        super().__exit__(*exc)
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +433,54 @@ def test_non_http_schemes_fail_before_yt_dlp(tmp_path, server):
         _stage(allow_schemes=["https"]).process(_video(tmp_path, server.url("good.mp4")))
     assert https_only.value.error_class == "unsupported_scheme"
     assert server.requests == []
+
+
+def test_a_server_that_never_answers_times_out_as_transient(tmp_path, server):
+    reached, _ = server.stall("good.mp4", after_bytes=0)
+    with pytest.raises(StageError) as timed_out:
+        _stage(retries=1, socket_timeout_s=0.3).process(_video(tmp_path, server.url("good.mp4")))
+    assert timed_out.value.error_class == "transient_exhausted" and "timed out" in str(timed_out.value)
+    assert reached.is_set() and server.paths().count("good.mp4") == 2
+
+
+KILL_SCRIPT = """
+import sys
+from v60k import pipeline
+pipeline.run(sys.argv[1], manifest=sys.argv[2], stages=["download"], overrides={{"download": {fast}}})
+"""
+
+
+def test_a_run_killed_mid_download_leaves_no_half_file_and_resumes(tmp_path, server, media):
+    data = media["good"].read_bytes()
+    shutil.copy(media["good"], server.root / "slow.mp4")
+    # an HTML5 page: the media URL is fetched once, by the download itself
+    (server.root / "slow.html").write_text('<html><head><title>Slow</title></head><body><video src="slow.mp4">'
+                                           "</video></body></html>")
+    reached, release = server.stall("slow.mp4", after_bytes=len(data) // 2)
+    manifest = _manifest(tmp_path / "m.jsonl", [{"url": server.url("slow.html"), "id": "slow"}])
+    work = tmp_path / "work"
+    video_dir = work / "videos" / "slow"
+    part = video_dir / STAGING_DIR / "source.mp4.part"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT.format(fast=repr(FAST)), str(work), str(manifest)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert reached.wait(60), "the download never started"
+        deadline = time.monotonic() + 30  # the half already sent reaches the .part file
+        while not (part.exists() and part.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert part.exists() and proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not list(video_dir.glob("source.*")) and not (video_dir / "info.json").exists()
+    with Catalog(work) as catalog:
+        assert catalog.item("slow", "download")["state"] == "running"  # lost in flight, nothing else
+
+    del server.stalls["slow.mp4"]
+    release.set()
+    server.requests.clear()
+    summary = pipeline.run(work, stages=["download"], overrides={"download": FAST})
+    assert summary.processed == {"download": 1} and summary.counts["download"]["done"] == 1
+    assert (video_dir / "source.mp4").read_bytes() == data
+    assert any(r["range"] for r in server.requests if r["path"] == "slow.mp4")  # it picked up the .part file
+    assert not (video_dir / STAGING_DIR).exists()
