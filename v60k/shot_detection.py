@@ -119,6 +119,7 @@ def decode_small_frames(
     skip_frames: SkipFrames = "none",
     skip_loop_filter: bool = False,
     threads: int = 0,
+    nominal_fps: float = 25.0,
 ) -> Iterator[DecodedFrame]:
     """Decode the first video stream to ``size`` BGR frames through a pipe, with each frame's timestamp.
 
@@ -154,12 +155,15 @@ def decode_small_frames(
             data = proc.stdout.read(frame_bytes)
             if len(data) < frame_bytes:
                 break
-            stamp = stamps.get(timeout=60)
+            try:
+                stamp = stamps.get(timeout=60)
+            except queue.Empty as exc:
+                raise MediaError("ffmpeg sent a frame without its timestamp", "decode_failed") from exc
             if stamp is None:
                 break
             pts, key = stamp
             if pts is None:  # no timestamp: assume the next frame at the nominal spacing
-                time_s = (last_time + 1 / 25) if last_time is not None else 0.0
+                time_s = (last_time + 1 / nominal_fps) if last_time is not None else 0.0
                 pts = round(time_s / time_base[0])
             else:
                 time_s = float(pts * time_base[0]) - start_time_s
@@ -285,7 +289,7 @@ def detect_shots(
     position = None
     for frame in decode_small_frames(
         path, size, start_time_s=timing.start_time_s, skip_frames=settings.skip_frames,
-        skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads,
+        skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads, nominal_fps=fps,
     ):
         if times and frame.time_s <= times[-1]:
             continue  # a repeated or out-of-order timestamp: detectors need strictly increasing times
@@ -385,7 +389,7 @@ def _refine_one(
     for _attempt in range(3):  # a container that seeks past the target (MPEG-TS) gets an earlier seek
         frames = decode_small_frames(
             path, size, start_time_s=start_time_s, seek_s=seek + start_time_s,
-            skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads,
+            skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads, nominal_fps=fps,
         )
         best: tuple[float, float] | None = None
         previous_hsv = None
