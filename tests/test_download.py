@@ -226,6 +226,15 @@ def test_duration_cap_before_and_after_the_media_request(tmp_path, server, media
     assert not list(direct.dir.iterdir())
 
 
+def test_an_audio_only_source_is_refused_before_its_download(tmp_path, server, media):
+    shutil.copy(media["voice"], server.root / "voice.m4a")  # served as audio/mp4: yt-dlp knows it has no video
+    video = _video(tmp_path, server.url("voice.m4a"))
+    with pytest.raises(StageError) as refused:
+        _stage().process(video)
+    assert refused.value.error_class == "not_a_video" and "audio only" in str(refused.value)
+    assert server.paths().count("voice.m4a") == 1 and not list(video.dir.iterdir())  # the extractor's look only
+
+
 def test_file_size_cap(tmp_path, server):
     video = _video(tmp_path, server.url("good.mp4"))
     with pytest.raises(StageError) as refused:

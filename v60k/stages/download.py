@@ -327,7 +327,7 @@ class Download(Stage):
                     continue
                 error_class, transient = classify_download_error(message)
                 if transient and attempt <= s.retries:
-                    time.sleep(min(s.backoff_max_s, s.backoff_base_s * 2 ** (attempt - 1)))
+                    time.sleep(_backoff(s.backoff_base_s, s.backoff_max_s)(attempt - 1))
                     continue
                 tries = f" (after {attempt} attempts)" if attempt > 1 else ""
                 raise StageError(f"{_CLASS_MESSAGES[error_class]}: {message}{tries}", error_class) from None
