@@ -1,0 +1,89 @@
+"""transcribe on a generated two-speaker episode (espeak-ng voices, known lines, cast of two).
+
+Figures: the transcribe stage's wall time (audio extraction, faster-whisper tiny.en int8, guards, transcript.json)
+against calling faster-whisper directly on the same extracted audio with the same settings (each model loaded
+once; best of 3 runs, interleaved; goal ≤ 1.1×), the stage's real-time factor, and the word error rate with and
+without the cast as the decoder prompt (goals ≤ 0.20 and ≤ 0.30); the real jfk.flac's WER when ../shared/media
+is present.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bench.common import Row, scratch, timed
+from v60k.backends.asr import cast_prompt
+from v60k.backends.asr.faster_whisper import FasterWhisperBackend
+from v60k.backends.asr.metrics import word_error_rate
+from v60k.samples import build_episode, two_speaker_spec
+from v60k.stage import StageContext, Video
+from v60k.stages.transcribe import Transcribe, TranscribeSettings
+from v60k.workdir import WorkDir, read_json
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def _video(workdir: WorkDir, video_id: str, source: Path, cast: list[str]) -> Video:
+    video = Video(video_id=video_id, source_url=f"file://{source}", dir=workdir.video_dir(video_id), characters=cast)
+    video.dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, video.dir / f"source{source.suffix}")
+    return video
+
+
+def _stage_text(video: Video) -> str:
+    return " ".join(s["text"] for s in read_json(video.paths.transcript_json)["segments"])
+
+
+def run() -> list[Row]:
+    root = scratch("transcribe")
+    shutil.rmtree(root, ignore_errors=True)
+    workdir = WorkDir(root / "work").create()
+    episode = build_episode(two_speaker_spec("bench-transcribe"), root / "media")
+    cast = list(episode.truth["cast"])
+    reference = " ".join(line["text"] for line in episode.truth["lines"])
+    audio_s = episode.truth["duration_s"]
+
+    settings = TranscribeSettings(cpu_threads=2)
+    stage = Transcribe(settings, StageContext(workdir))
+    stage.setup()
+    video = _video(workdir, "ep", episode.path, cast)
+    stage.process(video)  # warm-up: first-call allocations on both sides
+    direct = FasterWhisperBackend(cpu_threads=2)  # the same settings, its own model, loaded once
+    direct.load()
+    options = direct.transcribe_options(None, cast_prompt(cast), None)
+    wav = str(video.paths.audio_wav)
+
+    def call_directly() -> int:
+        segments, _ = direct.model.transcribe(wav, **options)
+        return sum(len(s.words or []) for s in segments)
+
+    call_directly()
+    stage_s = direct_s = float("inf")
+    for _ in range(3):
+        stage_s = min(stage_s, timed(lambda: stage.process(video))[0])
+        direct_s = min(direct_s, timed(call_directly)[0])
+    with_cast = word_error_rate(reference, _stage_text(video))
+
+    no_cast = Transcribe(settings.model_copy(update={"cast_prompt": False}), StageContext(workdir))
+    no_cast._backend = stage.backend  # the same loaded model
+    plain = _video(workdir, "ep-no-cast", episode.path, cast)
+    no_cast.process(plain)
+    without_cast = word_error_rate(reference, _stage_text(plain))
+
+    rows = [
+        Row("transcribe", "stage wall time / direct faster-whisper", round(stage_s / direct_s, 3), "x",
+            f"direct {direct_s:.2f} s, stage {stage_s:.2f} s", "<= 1.1"),
+        Row("transcribe", "stage RTF (tiny.en int8, 2 threads)", round(stage_s / audio_s, 4), "x",
+            f"{audio_s:.0f} s of audio", ""),
+        Row("transcribe", "WER with the cast prompt", round(with_cast, 3), "", "generated episode", "<= 0.20"),
+        Row("transcribe", "WER without a cast list", round(without_cast, 3), "", "generated episode", "<= 0.30"),
+    ]
+    jfk = SHARED / "jfk.flac"
+    if jfk.exists():
+        real = _video(workdir, "jfk", jfk, [])
+        stage.process(real)
+        rows.append(Row("transcribe", "WER on jfk.flac (real speech)", round(word_error_rate(JFK_TEXT, _stage_text(real)), 3),
+                        "", "11 s, one speaker", ""))
+    return rows
