@@ -478,5 +478,5 @@ class Download(Stage):
         return StageResult(
             new_videos=rows,
             metrics={"playlist_title": info.get("title"), "entries": len(rows)},
-            skip_reason=f"playlist expanded into {len(rows)} videos",
+            skip_reason=f"playlist expanded into {len(rows)} video{'s' if len(rows) != 1 else ''}",
         )
