@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from openai_server import OpenAIServer, openai_server_fixture  # noqa: F401  (the openai_server fixture)
 from test_diarize import diarized_episode, truth_speaker_at
 
 from v60k.stage import SkipVideo, StageContext, Video
@@ -165,3 +166,41 @@ def test_llm_arbitration_hook_only_fills_free_names() -> None:
     assert out == {"SPEAKER_00": ("Ross", 0.9), "SPEAKER_01": ("Monica", 0.6), "SPEAKER_02": (None, 0.1)}
     assert "Ross" not in prompts[0].split("Which")[1]  # a name already held is not offered
     assert arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], None) == assignment  # not wired: unchanged
+
+
+def test_llm_arbitration_through_the_shared_endpoint(tmp_path: Path, openai_server: OpenAIServer) -> None:
+    """Nobody is named in the dialogue; with arbitration on, the LLM endpoint (the tests' OpenAI-compatible
+    server, answering from the truth) names the speakers, at the threshold confidence and with usage counted."""
+    _, video, truth = diarized_episode("two")
+    workdir = WorkDir(tmp_path / "work").create()
+    copy = _copy_video(video, workdir.root, "asked", series=None)
+    diarization = read_json(copy.paths.diarization_json)
+    who = {}
+    for line in diarization["lines"]:
+        who.setdefault(line["speaker"], truth_speaker_at(truth, line["start_s"], line["end_s"]))
+        line["text"] = "Mm hm, I see what you mean."
+    write_json(copy.paths.diarization_json, diarization)
+    questions: list[str] = []
+
+    def answer(body: dict[str, Any]) -> str:
+        prompt = body["messages"][-1]["content"]
+        questions.append(prompt)
+        label = prompt.split("Which of these characters is ")[1].split(":")[0]
+        return who[label] + "."
+
+    openai_server.handler = answer
+    llm = {"base_url": openai_server.base_url, "model": "test-model"}
+    stage = Attribute(AttributeSettings(llm_arbitration=True), StageContext(workdir, {"llm": llm}))
+    stage.setup()
+    result = stage.process(copy)
+    stage.teardown()
+    document = read_json(copy.paths.lines_json)
+    assert line_accuracy(document, truth) >= 0.9
+    assert {ln["confidence"] for ln in document["lines"] if ln["character"]} == {0.6}
+    assert len(questions) == 2 and result.usage["requests"] == 2
+    assert result.metrics["llm_arbitration"] == "on"
+    # without an endpoint the setting changes nothing
+    stage = Attribute(AttributeSettings(llm_arbitration=True), StageContext(workdir, {"llm": {}}))
+    stage.setup()
+    assert stage.process(copy).metrics["llm_arbitration"] == "no_llm_endpoint"
+    assert all(ln["character"] is None for ln in read_json(copy.paths.lines_json)["lines"])

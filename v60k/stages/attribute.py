@@ -68,6 +68,50 @@ class Attribute(Stage):
 
     settings: AttributeSettings
 
+    def __init__(self, settings: StageSettings | None = None, context: Any = None):
+        super().__init__(settings, context)
+        self._llm: Any = None
+
+    def _llm_settings(self) -> Any:
+        from v60k.backends.llm import LLMSettings
+
+        shared = (self.context.shared.get("llm") if self.context is not None else None) or {}
+        return shared if isinstance(shared, LLMSettings) else LLMSettings(**shared)
+
+    def fingerprint_extra(self) -> Any:
+        return self._llm_settings().identity() if self.settings.llm_arbitration else None
+
+    def setup(self) -> None:
+        if self.settings.llm_arbitration:
+            llm = self._llm_settings()
+            if llm.enabled:
+                from v60k.backends.llm import LLMClient
+
+                self._llm = LLMClient(llm, cache_path=self.workdir.llm_cache_path)
+
+    def teardown(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    def _ask_llm(self, prompt: str) -> str:
+        """One short, deterministic answer from the shared LLM endpoint ('' on a failed request)."""
+        import asyncio
+
+        from v60k.backends.llm import LLMError
+
+        async def ask() -> str:
+            try:
+                result = await self._llm.chat([{"role": "user", "content": prompt}], temperature=0.0, max_tokens=16)
+                return result.content or ""
+            finally:
+                await self._llm.aclose()
+
+        try:
+            return asyncio.run(ask())
+        except LLMError:
+            return ""
+
     def process(self, video: Video) -> StageResult:
         paths = video.paths
         if not paths.diarization_json.exists():
@@ -86,9 +130,12 @@ class Attribute(Stage):
             bank_used = add_voice_bank_evidence(evidence, diarization["speakers"], cast, bank, video.video_id,
                                                 self.settings)
         assignment = assign(evidence, speakers, cast, self.settings)
-        if self.settings.llm_arbitration and cast:
-            assignment = arbitrate_with_llm(assignment, lines, cast, self.context,
+        usage: dict[str, float] = {}
+        if self.settings.llm_arbitration and cast and self._llm is not None:
+            before = self._llm.meter.snapshot()
+            assignment = arbitrate_with_llm(assignment, lines, cast, self.context, complete=self._ask_llm,
                                             confidence=self.settings.min_confidence)
+            usage = (self._llm.meter.snapshot() - before).to_dict()
         speaker_out = {
             s: {"character": assignment[s][0], "confidence": round(assignment[s][1], 3),
                 "evidence": {n: round(v, 3) for n, v in evidence[s].items() if v}}
@@ -114,7 +161,10 @@ class Attribute(Stage):
             outputs={"lines": paths.lines_json.name},
             metrics={"cast_size": len(cast), "cast_source": cast_source, "speakers": len(speakers),
                      "named_speakers": sum(1 for s in speaker_out.values() if s["character"]),
-                     "lines": len(out_lines), "named_lines": named, "voice_bank_matches": bank_used},
+                     "lines": len(out_lines), "named_lines": named, "voice_bank_matches": bank_used,
+                     "llm_arbitration": ("on" if self._llm is not None else "no_llm_endpoint")
+                     if self.settings.llm_arbitration else "off"},
+            usage=usage,
         )
 
 
@@ -277,10 +327,9 @@ def arbitrate_with_llm(assignment: dict[str, tuple[str | None, float]], lines: l
                        confidence: float = 0.6) -> dict[str, tuple[str | None, float]]:
     """LLM arbitration for the speakers left null (off by default: ``llm_arbitration: false``).
 
-    ``complete(prompt) -> answer`` is the LLM call. An answer counts only when it is exactly one of the names
-    no other speaker holds; it gets ``confidence`` (the threshold), never more. Without a ``complete`` the
-    shared LLM client is not wired in yet (v60k.backends.llm), and the assignment comes back unchanged, so
-    switching the setting on never makes attribution worse.
+    ``complete(prompt) -> answer`` is the LLM call (the stage passes the shared ``llm`` endpoint's client).
+    An answer counts only when it is exactly one of the names no other speaker holds; it gets ``confidence``
+    (the threshold), never more. Without ``complete`` the assignment comes back unchanged.
     """
     if complete is None:
         return assignment
