@@ -113,10 +113,9 @@ class RecordingServer(MediaServer):
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Small real media, built once: a 2 s video with audio, one without audio, an audio-only mp4."""
+    """Small real media, built once: a 2 s video with audio and hard cuts, an audio-only mp4."""
     root = tmp_path_factory.mktemp("media")
     build_scene_video(root / "good.mp4", [1.0, 1.0], width=320, height=180, fps=10)
-    build_scene_video(root / "silent.mp4", [1.0, 1.0], width=320, height=180, fps=10, audio=False)
     sine = ffmpeg.input("sine=frequency=440:sample_rate=22050", f="lavfi", t=2)
     ffmpeg.output(sine, str(root / "voice.mp4"), acodec="aac").overwrite_output().run(quiet=True)
     return {p.stem: p for p in root.glob("*.mp4")}
