@@ -26,10 +26,10 @@ from v60k.catalog import Catalog
 from v60k.cli import cli
 from v60k.config import load_config
 from v60k.samples import MediaServer, build_scene_video
-from v60k.stage import StageError, Video
+from v60k.stage import SkipVideo, StageError, Video
 from v60k.stages import STAGE_ORDER
 from v60k.stages.download import STAGING_DIR, Download, classify_download_error, parse_rate
-from v60k.workdir import read_json
+from v60k.workdir import read_json, sanitize_id
 
 # tiny waits: the retry logic runs for real, the test does not sleep for long
 REPO = Path(__file__).resolve().parent.parent
@@ -492,3 +492,31 @@ def test_a_run_killed_mid_download_leaves_no_half_file_and_resumes(tmp_path, ser
     assert (video_dir / "source.mp4").read_bytes() == data
     assert any(r["range"] for r in server.requests if r["path"] == "slow.mp4")  # it picked up the .part file
     assert not (video_dir / STAGING_DIR).exists()
+
+
+def test_an_empty_feed_is_skipped_with_its_reason(tmp_path, server):
+    feed = _rss(server, "empty.xml", [])
+    with pytest.raises(SkipVideo) as skipped:
+        _stage().process(_video(tmp_path, feed))
+    assert skipped.value.error_class == "empty_playlist"
+
+
+def test_site_playlist_entries_keep_their_extractor_ids(tmp_path):
+    """What yt-dlp's flat extraction returns for a site playlist (entries of a named extractor)."""
+    entries = [
+        {"_type": "url", "ie_key": "Youtube", "id": "dQw4w9WgXcQ", "url": "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+         "title": "Episode 1"},
+        {"_type": "url", "ie_key": "Youtube", "id": "dQw4w9WgXcQ", "url": "https://www.youtube.com/watch?v=dQw4w9WgXcQ"},
+        {"_type": "url", "ie_key": "Youtube", "id": "../x", "url": "https://www.youtube.com/watch?v=../x"},
+        {"_type": "url", "ie_key": "Youtube", "id": "no-url"},
+        None,
+    ]
+    video = _video(tmp_path, "https://www.youtube.com/playlist?list=PL1", "season", series="Friends",
+                   characters=["Ross"], language="en")
+    result = Download()._expand(video, {"_type": "playlist", "title": "Season 1", "entries": entries})
+    assert [r["video_id"] for r in result.new_videos] == ["dQw4w9WgXcQ", sanitize_id("../x")]
+    first = result.new_videos[0]
+    assert (first["series"], first["characters"], first["language"], first["title"]) == (
+        "Friends", ["Ross"], "en", "Episode 1")
+    assert first["extra"] == {"playlist": "season", "playlist_index": 1}
+    assert result.skip_reason == "playlist expanded into 2 videos"
