@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import shared_media
 
 from v60k.backends.diarization import SpeakerCountHint, Turn
 from v60k.media import extract_audio
@@ -26,6 +25,7 @@ from v60k.stages.diarize import Diarize, split_lines_by_speaker
 from v60k.stages.transcribe import Transcribe
 from v60k.workdir import WorkDir, read_json, write_json
 
+SHARED_MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 _ROOT = Path(tempfile.mkdtemp(prefix="v60k-speech-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 
@@ -107,6 +107,15 @@ def _stage(workdir: WorkDir, **settings: Any) -> Diarize:
     stage = Diarize(Diarize.Settings(**settings), StageContext(workdir))
     stage.setup()
     return stage
+
+
+def shared_media(name: str) -> Path:
+    """A file of ../shared/media, or a clean skip when absent (tests/conftest.py's helper, kept local: another
+    conftest.py under tests/ can shadow ``import conftest``)."""
+    path = SHARED_MEDIA / name
+    if not path.exists():
+        pytest.skip(f"real media not available: {path}")
+    return path
 
 
 def truth_speaker_at(truth: dict[str, Any], start_s: float, end_s: float) -> str | None:
