@@ -520,3 +520,24 @@ def test_site_playlist_entries_keep_their_extractor_ids(tmp_path):
         "Friends", ["Ross"], "en", "Episode 1")
     assert first["extra"] == {"playlist": "season", "playlist_index": 1}
     assert result.skip_reason == "playlist expanded into 2 videos"
+
+
+def _sources_page(server: RecordingServer, name: str, heights: list[int], media: dict[str, Path]) -> str:
+    sources = ""
+    for height in heights:
+        shutil.copy(media["good"], server.root / f"{name}-{height}.mp4")
+        sources += f'<source src="{name}-{height}.mp4" type="video/mp4" res="{height}" label="{height}p">'
+    (server.root / f"{name}.html").write_text(f"<html><head><title>{name}</title></head><body><video>{sources}"
+                                             "</video></body></html>")
+    return server.url(f"{name}.html")
+
+
+def test_format_cap_takes_the_best_up_to_720p_else_the_smallest(tmp_path, server, media):
+    capped = _sources_page(server, "ladder", [1080, 720, 360], media)
+    _stage().process(_video(tmp_path, capped))
+    assert [p for p in server.paths() if p.endswith(".mp4")] == ["ladder-720.mp4"]
+
+    server.requests.clear()
+    only_large = _sources_page(server, "large", [2160, 1080], media)
+    _stage().process(_video(tmp_path, only_large, "v2"))  # nothing ≤ 720p: the smallest rather than nothing
+    assert [p for p in server.paths() if p.endswith(".mp4")] == ["large-1080.mp4"]

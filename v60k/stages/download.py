@@ -39,10 +39,10 @@ from v60k.workdir import sanitize_id, write_json
 log = logging.getLogger(__name__)
 
 # ≤ 720p video + best audio; then a single file with both; then video alone (recorded as has_audio false);
-# when nothing of 720p or less exists, the smallest video rather than nothing.
-DEFAULT_FORMAT = "bv*[height<=?720]+ba/b[height<=?720]/bv*[height<=?720]/wv*+ba/w/wv*"
-# Among what the format string allows: H.264 first (plays and cuts everywhere), then up to 720p, AAC, mp4.
-DEFAULT_FORMAT_SORT = ["vcodec:h264", "res:720", "acodec:aac", "ext:mp4:m4a"]
+# when nothing of 720p or less exists, the best by format_sort, whose "res:720" makes it the smallest above.
+DEFAULT_FORMAT = "bv*[height<=?720]+ba/b[height<=?720]/bv*[height<=?720]/bv*+ba/b/bv*"
+# Among what the format string allows: the largest up to 720p, then H.264 (plays and cuts everywhere), AAC, mp4.
+DEFAULT_FORMAT_SORT = ["res:720", "vcodec:h264", "acodec:aac", "ext:mp4:m4a"]
 STAGING_DIR = ".download.partial"  # inside the video dir; yt-dlp resumes its .part files from here
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
