@@ -10,7 +10,7 @@ import pytest
 from openai_server import OpenAIServer, openai_server_fixture  # noqa: F401  (the openai_server fixture)
 from test_diarize import diarized_episode, truth_speaker_at
 
-from v60k.stage import SkipVideo, StageContext, Video
+from v60k.stage import SkipVideo, StageContext, StageError, Video
 from v60k.stages.attribute import (
     Attribute,
     AttributeSettings,
@@ -150,6 +150,10 @@ def test_no_diarization_skips(tmp_path: Path) -> None:
     with pytest.raises(SkipVideo) as caught:
         Attribute(context=StageContext(workdir)).process(video)
     assert caught.value.error_class == "no_diarize_output"
+    video.paths.diarization_json.write_text("{not json", encoding="utf-8")
+    with pytest.raises(StageError) as failed:
+        Attribute(context=StageContext(workdir)).process(video)
+    assert failed.value.error_class == "bad_input"
     assert AttributeSettings().llm_arbitration is False
 
 

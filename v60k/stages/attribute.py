@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
-from v60k.stages.diarize import upstream_reason
+from v60k.stages.diarize import read_input_json, upstream_reason
 from v60k.voice_bank import VoiceBank
 from v60k.workdir import read_json, write_json
 
@@ -117,7 +117,7 @@ class Attribute(Stage):
         if not paths.diarization_json.exists():
             reason, error_class = upstream_reason(video, "diarize", self.context)
             raise SkipVideo(f"no diarization: {reason}", error_class)
-        diarization = read_json(paths.diarization_json)
+        diarization = read_input_json(paths.diarization_json)
         lines = diarization.get("lines") or []
         dialogue = " ".join(str(ln.get("text") or "") for ln in lines)
         cast, cast_source = resolve_cast(video, paths.info_json, paths.root, dialogue, self.settings.max_cast_from_info)

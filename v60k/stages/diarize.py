@@ -95,7 +95,7 @@ class Diarize(Stage):
         if not paths.transcript_json.exists():
             reason, error_class = upstream_reason(video, "transcribe", self.context)
             raise SkipVideo(f"no transcript: {reason}", error_class)
-        transcript = read_json(paths.transcript_json)
+        transcript = read_input_json(paths.transcript_json)
         segments = transcript.get("segments") or []
         if not segments:
             raise SkipVideo("no speech: the transcript has no segments", "no_speech")
@@ -123,6 +123,17 @@ class Diarize(Stage):
             metrics={"num_speakers": document["num_speakers"], "turns": len(result.turns), "lines": len(lines),
                      "rtf": round(elapsed / max(duration_s, 1e-9), 4), "count_rule": result.details.get("count_rule")},
         )
+
+
+def read_input_json(path: Path) -> dict[str, Any]:
+    """An upstream JSON file, or a classified error when it is not a JSON object."""
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path.name} is not valid JSON: {exc}", "bad_input") from None
+    if not isinstance(data, dict):
+        raise StageError(f"{path.name} is not a JSON object", "bad_input")
+    return data
 
 
 def upstream_reason(video: Video, stage: str, context: Any) -> tuple[str, str]:
