@@ -208,3 +208,16 @@ def test_llm_arbitration_through_the_shared_endpoint(tmp_path: Path, openai_serv
     stage.setup()
     assert stage.process(copy).metrics["llm_arbitration"] == "no_llm_endpoint"
     assert all(ln["character"] is None for ln in read_json(copy.paths.lines_json)["lines"])
+
+
+def test_cast_from_subtitle_speaker_prefixes(tmp_path: Path) -> None:
+    from v60k.stages.attribute import resolve_cast
+
+    video = Video(video_id="v", source_url="file:///v", dir=tmp_path, characters=[])
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "en.vtt").write_text(
+        "WEBVTT\n\n00:00.000 --> 00:02.000\nROSS: Hi.\n\n00:02.000 --> 00:04.000\n- Phoebe: Hey!\n", "utf-8")
+    write_json(tmp_path / "info.json", {"title": "The One With The Breakfast", "description": "",
+                                        "subtitles": {"en": "subs/en.vtt"}})
+    cast, source = resolve_cast(video, tmp_path / "info.json", tmp_path, "Hi. Hey!", limit=12)
+    assert (cast, source) == (["Ross", "Phoebe"], "info")
