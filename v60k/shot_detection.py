@@ -142,6 +142,7 @@ def decode_small_frames(
         "-f", "rawvideo", "-vsync", "passthrough", "pipe:1",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _widen_pipe(proc.stdout)
     stamps: queue.Queue[tuple[int | None, bool] | None] = queue.Queue()
     time_base = [_DEFAULT_TIME_BASE]
     other_lines: list[str] = []
@@ -182,6 +183,21 @@ def decode_small_frames(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _widen_pipe(stream: Any, size: int = 1 << 20) -> None:
+    """A larger pipe buffer (Linux) lets ffmpeg run several frames ahead of the detector."""
+    import fcntl
+
+    set_size = getattr(fcntl, "F_SETPIPE_SZ", None)
+    if stream is None or set_size is None:
+        return
+    for candidate in (size, 1 << 18):
+        try:
+            fcntl.fcntl(stream.fileno(), set_size, candidate)
+            return
+        except OSError:
+            continue
 
 
 def _read_showinfo(
