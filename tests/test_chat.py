@@ -4,8 +4,19 @@ command on a generated episode against the tests' own OpenAI-compatible server."
 from __future__ import annotations
 
 import base64
+import json
+import shutil
+from pathlib import Path
 
+import click
+import pytest
+from click.testing import CliRunner
+from openai_server import OpenAIServer, openai_server_fixture  # noqa: F401  (fixture)
+
+from v60k.cli import eval_cmds
+from v60k.framework import chat
 from v60k.framework.profile import RolePlayProfile, Turn, build_messages, image_parts
+from v60k.samples import build_episode, two_speaker_spec
 
 
 def _profile(**overrides: object) -> RolePlayProfile:
@@ -66,3 +77,119 @@ def test_no_persona_gives_a_plain_one_and_no_summary_says_so():
     system = build_messages(_profile(persona="", summary=""), [], "Hi")[0]["content"]
     assert "Ross, one of the people in “central-perk”." in system
     assert "(no summary available)" in system
+
+
+# ------------------------------------------------------------- the command on a generated episode
+
+CHARACTER, MODEL = "Ross", "vision-model"
+
+
+@pytest.fixture(scope="module")
+def episode_work(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A generated two-speaker episode and a work dir where the speech stages already ran on it (once per
+    module: the tests below then only resume it)."""
+    root = tmp_path_factory.mktemp("chat-episode")
+    with pytest.MonkeyPatch.context() as env:  # the same isolation as the per-test fixture
+        for name, sub in (("HOME", "home"), ("XDG_CACHE_HOME", "home/.cache"), ("HF_HOME", "home/.cache/hf")):
+            env.setenv(name, str(root / sub))
+        env.setenv("HF_HUB_OFFLINE", "1")
+        episode = build_episode(two_speaker_spec(), root / "media")
+        chat.prepare_video(str(episode.path), ["Ross", "Monica"], root / "work")
+    return episode.path, root / "work"
+
+
+def _chat(tmp_path: Path, episode_work: tuple[Path, Path], server: OpenAIServer | None, *extra: str,
+          stdin: str | None = None):
+    video, prepared = episode_work
+    work = tmp_path / "work"
+    if not work.exists():
+        shutil.copytree(prepared, work)
+    group = click.Group()
+    eval_cmds.register(group)
+    args = ["chat", "--video", str(video), "--character", CHARACTER, "--cast", "Ross;Monica", "--workdir", str(work),
+            "--max-frames", "5", "--quiet", *extra]
+    if server is not None:
+        config = tmp_path / "chat.yaml"
+        config.write_text(f"llm:\n  base_url: {server.base_url}\n  model: {MODEL}\n  max_retries: 0\n", "utf-8")
+        args += ["--config", str(config)]
+    return CliRunner().invoke(group, args, input=stdin, catch_exceptions=False)
+
+
+SUMMARY = {"what_happens": "SCRIPTED-SUMMARY: Monica offers Ross pancakes while he talks about the museum.",
+           "characters": [{"name": "Ross", "does": "sits down", "says": "the museum called", "feels": "tired"}]}
+
+
+def _scripted(body: dict) -> str | dict:
+    """The summary request (it asks for a JSON schema) gets SUMMARY; chat turns get a numbered answer."""
+    if body.get("response_format"):
+        return SUMMARY
+    turn = sum(1 for m in body["messages"] if m["role"] == "user")
+    return f"Answer number {turn}: I barely slept, Monica."
+
+
+def _chat_bodies(server: OpenAIServer) -> list[dict]:
+    return [b for b in server.chat_bodies if not b.get("response_format")]
+
+
+def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tmp_path, episode_work, openai_server):
+    from v60k.sampler import sample
+
+    openai_server.handler = _scripted
+    result = _chat(tmp_path, episode_work, openai_server, "--persona", "Ross is a shy palaeontologist.",
+                   "--once", "How was the museum?")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "Answer number 1: I barely slept, Monica."
+    summary_body = next(b for b in openai_server.chat_bodies if b.get("response_format"))
+    assert "museum" in summary_body["messages"][-1]["content"].lower()  # the transcript went into the summary prompt
+    [body] = _chat_bodies(openai_server)
+    assert body["model"] == MODEL
+    system = body["messages"][0]["content"]
+    assert SUMMARY["what_happens"] in system and "Ross — does: sits down" in system
+    assert "Ross is a shy palaeontologist." in system and "You are Ross" in system
+    first_user = body["messages"][1]["content"]
+    assert first_user[-1] == {"type": "text", "text": "How was the museum?"}
+    captions = [p["text"] for p in first_user if p["type"] == "text" and p["text"].startswith("Frame ")]
+    times = [float(caption.split(" at ")[1].removesuffix(" s")) for caption in captions]
+    # the very frames the reference sampler gives for the whole video, in temporal order
+    source = next((tmp_path / "work" / "videos").glob("*/source.*"))
+    duration = json.loads(next((tmp_path / "work" / "videos").glob("*/scenes.json")).read_text())["stream"]["duration_s"]
+    expected = sample(source, 0.0, duration, max_frames=5)
+    assert len(expected) >= 2 and times == sorted(times)
+    assert times == pytest.approx([t for t, _ in expected], abs=0.01)
+    sent = [base64.b64decode(url.split(",", 1)[1]) for url in image_parts(body["messages"])]
+    assert sent == [jpeg for _, jpeg in expected]
+
+    before = openai_server.chat_requests  # the same chat in the same work dir: all from the response cache
+    again = _chat(tmp_path, episode_work, openai_server, "--persona", "Ross is a shy palaeontologist.",
+                  "--once", "How was the museum?")
+    assert again.exit_code == 0 and again.stdout == result.stdout
+    assert openai_server.chat_requests == before
+
+
+def test_an_interactive_session_keeps_the_history_and_the_default_persona_quotes_the_character(
+        tmp_path, episode_work, openai_server):
+    openai_server.handler = _scripted
+    result = _chat(tmp_path, episode_work, openai_server, stdin="How was the museum?\n\nAnd the lecture?\n/quit\n")
+    assert result.exit_code == 0, result.output
+    assert "Ross> Answer number 1" in result.stdout and "Ross> Answer number 2" in result.stdout
+    first, second = _chat_bodies(openai_server)
+    assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
+    assert second["messages"][2]["content"] == "Answer number 1: I barely slept, Monica."
+    assert second["messages"][3]["content"] == "And the lecture?"
+    assert image_parts(second["messages"]) == image_parts(first["messages"])
+    assert "Things Ross says" in first["messages"][0]["content"]
+
+
+def test_chat_without_an_endpoint_prepares_offline_then_exits_2_with_a_clear_message(tmp_path, episode_work):
+    result = _chat(tmp_path, episode_work, None, "--once", "Hello?")
+    assert result.exit_code == 2
+    assert "No LLM endpoint is configured" in result.stderr and "base_url" in result.stderr
+    assert result.stdout == ""
+
+
+def test_a_missing_video_file_is_a_clear_error(tmp_path):
+    group = click.Group()
+    eval_cmds.register(group)
+    result = CliRunner().invoke(group, ["chat", "--video", str(tmp_path / "nope.mp4"), "--character", "Ross",
+                                        "--once", "Hi"])
+    assert result.exit_code == 1 and "video not found" in result.output

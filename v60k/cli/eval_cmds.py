@@ -78,40 +78,46 @@ def chat_command(video, character, persona, cast, question, config_path, model, 
             raise click.ClickException(str(exc)) from exc
         finally:
             progress.close()
-        for note in prepared.notes:
-            click.echo(f"note: {note}", err=True)
         client = chat.make_client(config, WorkDir(root))
-        profile = chat.build_profile(prepared, character, persona, max_frames=max_frames, client=client)
-        if not quiet:
-            click.echo(f"{character}: {len(profile.frames)} frames, summary: {profile.summary[:200]}", err=True)
-        if client is None:
-            _no_endpoint("chat")
-        session = chat.ChatSession(profile, client, model=model, vision=not text_only)
-        _converse(session, question)
+        loop = asyncio.new_event_loop()  # one loop for the whole session: the client's connections live on it
+        try:
+            profile = loop.run_until_complete(
+                chat.build_profile(prepared, character, persona, max_frames=max_frames, client=client))
+            for note in prepared.notes:
+                click.echo(f"note: {note}", err=True)
+            if not quiet:
+                click.echo(f"{character}: {len(profile.frames)} frames at "
+                           f"{', '.join(f'{t:.1f}' for t in profile.frame_times)} s; summary: {profile.summary}",
+                           err=True)
+            if client is None:
+                _no_endpoint("chat")
+            if not (model or client.settings.model):
+                raise click.UsageError("no model: pass --model or set llm.model in the config")
+            session = chat.ChatSession(profile, client, model=model, vision=not text_only)
+            _converse(loop, session, question)
+        finally:
+            if client is not None:
+                loop.run_until_complete(client.aclose())
+                client.close()
+            loop.close()
 
 
-def _converse(session: Any, question: str | None) -> None:
+def _converse(loop: asyncio.AbstractEventLoop, session: Any, question: str | None) -> None:
     """``--once``: one answer on stdout. Otherwise an interactive session until /quit or end of input."""
-    loop = asyncio.new_event_loop()  # one loop for the whole session: the client's connections live on it
-    try:
-        if question is not None:
-            click.echo(loop.run_until_complete(session.ask(question)))
+    if question is not None:
+        click.echo(loop.run_until_complete(session.ask(question)))
+        return
+    click.echo(f"Talking to {session.profile.character}. /quit or Ctrl-D to end.", err=True)
+    while True:
+        try:
+            text = input("you> ").strip()
+        except (EOFError, KeyboardInterrupt):
+            click.echo("", err=True)
             return
-        click.echo(f"Talking to {session.profile.character}. /quit or Ctrl-D to end.", err=True)
-        while True:
-            try:
-                text = input("you> ").strip()
-            except (EOFError, KeyboardInterrupt):
-                click.echo("", err=True)
-                return
-            if text in ("/quit", "/exit"):
-                return
-            if text:
-                click.echo(f"{session.profile.character}> {loop.run_until_complete(session.ask(text))}")
-    finally:
-        loop.run_until_complete(session.client.aclose())
-        session.client.close()
-        loop.close()
+        if text in ("/quit", "/exit"):
+            return
+        if text:
+            click.echo(f"{session.profile.character}> {loop.run_until_complete(session.ask(text))}")
 
 
 # ------------------------------------------------------------------------------------------------ eval

@@ -12,21 +12,25 @@ extractive summary when no endpoint is configured. All of that works offline; on
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from v60k.catalog import Catalog
 from v60k.config import PipelineConfig
 from v60k.framework.profile import RolePlayProfile, Turn, build_messages, default_persona
-from v60k.manifest import load_manifest
+from v60k.manifest import derive_id, load_manifest
 from v60k.progress import Progress
+from v60k.samples import MediaServer
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
 SPEECH_STAGES = ("download", "scenes", "transcribe", "diarize", "attribute")
+SUMMARY_PROMPT = "summary-v1"  # the generation stage's summary prompt
 PERSONA_LINES = 5
 
 
@@ -49,14 +53,18 @@ class PreparedVideo:
         return self.video.paths
 
 
-def _video_url(video: str) -> str:
-    """A manifest URL for a local file (``file://``) or a URL as given."""
+def _local_file(video: str) -> Path | None:
+    """The local file ``video`` names (None for a URL); FileNotFoundError when it does not exist."""
     if "://" in video:
-        return video
+        return None
     path = Path(video).expanduser()
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"video not found: {video}")
-    return path.resolve().as_uri()
+    return path.resolve()
+
+
+def _quiet(*_: object) -> None:
+    """Swallow the HTTP server's per-request error report."""
 
 
 def prepare_video(
@@ -71,15 +79,24 @@ def prepare_video(
 
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     workdir.create()
-    manifest_path = workdir.root / "chat-manifest.jsonl"
-    manifest_path.write_text(json.dumps({"url": _video_url(video), "characters": list(cast)}) + "\n", "utf-8")
-    manifest = load_manifest(manifest_path)
-    if not manifest.rows:
-        reason = manifest.rejected[0].reason if manifest.rejected else "no row"
-        raise ChatError(f"not a usable video reference {video!r}: {reason}")
-    row = manifest.rows[0]
-    pipeline.run(workdir, manifest=manifest, config=config or PipelineConfig(), stages=list(SPEECH_STAGES),
-                 progress=progress, command="chat")
+    local = _local_file(video)
+    with contextlib.ExitStack() as stack:
+        if local is None:
+            row = {"url": video, "characters": list(cast)}
+        else:  # the download stage fetches over HTTP only: serve the file's folder on 127.0.0.1 meanwhile
+            server = stack.enter_context(MediaServer(local.parent))
+            server.httpd.handle_error = _quiet  # the downloader closing a probe connection early is no error
+            row = {"url": server.url(quote(local.name)), "id": derive_id(local.as_uri()), "title": local.stem,
+                   "characters": list(cast)}
+        manifest_path = workdir.root / "chat-manifest.jsonl"
+        manifest_path.write_text(json.dumps(row) + "\n", "utf-8")
+        manifest = load_manifest(manifest_path)
+        if not manifest.rows:
+            reason = manifest.rejected[0].reason if manifest.rejected else "no row"
+            raise ChatError(f"not a usable video reference {video!r}: {reason}")
+        row = manifest.rows[0]
+        pipeline.run(workdir, manifest=manifest, config=config or PipelineConfig(), stages=list(SPEECH_STAGES),
+                     progress=progress, command="chat")
     with Catalog(workdir) as catalog:
         items = {stage: catalog.item(row["video_id"], stage) or {} for stage in SPEECH_STAGES}
     for stage in ("download", "scenes"):
@@ -180,3 +197,42 @@ def make_client(config: PipelineConfig, workdir: WorkDir) -> Any:
 
 def configured_model(config: PipelineConfig) -> str | None:
     return llm_settings(config).model or None
+
+
+async def video_summary(prepared: PreparedVideo, client: Any = None) -> str:
+    """The summary context of the whole video from its attributed transcript: the generation stage's summary
+    prompt through the LLM client, or (no endpoint, or the request failed: noted) its extractive summary."""
+    from v60k.backends.llm import LLMError
+    from v60k.stages.generate import ClipSummary, Prompt, extractive_summary, transcript_text
+
+    if not prepared.lines:
+        return ""
+    if client is None:
+        return extractive_summary(prepared.lines)
+    messages = Prompt.load(SUMMARY_PROMPT).messages(
+        title=prepared.title or prepared.video.video_id, start_s="0.0", end_s=f"{prepared.duration_s:.1f}",
+        frames_note="", transcript=transcript_text(prepared.lines))
+    try:
+        result = await client.chat(messages, ClipSummary)
+    except LLMError as exc:
+        prepared.notes.append(f"summary request failed ({exc}); using the extractive summary")
+        return extractive_summary(prepared.lines)
+    return result.parsed.text()
+
+
+async def build_profile(
+    prepared: PreparedVideo,
+    character: str,
+    persona: str | None = None,
+    *,
+    max_frames: int | None = 8,
+    client: Any = None,
+) -> RolePlayProfile:
+    """The character's profiles for this video: sampled frames, the summary context and the persona."""
+    return RolePlayProfile(
+        character=character,
+        persona=persona_for(character, persona, prepared),
+        summary=await video_summary(prepared, client),
+        frames=video_frames(prepared, max_frames),
+        title=prepared.title,
+    )

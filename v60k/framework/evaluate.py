@@ -27,13 +27,13 @@ import yaml
 
 from v60k.backends.llm.cost import Usage, UsageMeter, UsageTotals
 from v60k.framework.profile import (
-    PROMPTS_DIR,
     ROLEPLAY_PROMPT_VERSION,
     RolePlayProfile,
     Turn,
     build_messages,
     default_persona,
 )
+from v60k.stages.generate import PROMPTS_DIR
 
 DEFAULT_RUBRIC = "eval-rubric-v1"
 

@@ -12,13 +12,12 @@ OpenAI-compatible vision server gets them in the same, temporal, order. Text-onl
 from __future__ import annotations
 
 import base64
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "prompts"
+from v60k.stages.generate import Prompt
+
 ROLEPLAY_PROMPT_VERSION = "roleplay-v1"
 
 
@@ -53,24 +52,6 @@ class RolePlayProfile:
         return [round(t, 3) for t, _ in self.frames]
 
 
-class PromptTemplate:
-    """A versioned prompt file with ``$name`` placeholders (``string.Template``; a missing value is an error)."""
-
-    def __init__(self, version: str, text: str):
-        self.version = version
-        self.template = string.Template(text)
-
-    @classmethod
-    def load(cls, version: str, suffix: str = ".md", prompts_dir: Path | None = None) -> PromptTemplate:
-        path = (prompts_dir or PROMPTS_DIR) / f"{version}{suffix}"
-        if not path.exists():
-            raise FileNotFoundError(f"prompt file not found: {path}")
-        return cls(version, path.read_text(encoding="utf-8"))
-
-    def render(self, **values: Any) -> str:
-        return self.template.substitute({k: "" if v is None else str(v) for k, v in values.items()})
-
-
 def default_persona(character: str, title: str | None = None, lines: Iterable[str] = ()) -> str:
     """A plain persona when none is given: who the character is and, when known, a few of their own lines."""
     where = f" in “{title}”" if title else ""
@@ -81,26 +62,26 @@ def default_persona(character: str, title: str | None = None, lines: Iterable[st
     return text
 
 
-def system_prompt(profile: RolePlayProfile, template: PromptTemplate | None = None) -> str:
-    template = template or PromptTemplate.load(ROLEPLAY_PROMPT_VERSION)
-    return template.render(
+def prompt_messages(profile: RolePlayProfile, prompt: Prompt | None = None) -> tuple[str, str]:
+    """(system prompt, frames caption) of the role-play prompt file for ``profile``."""
+    prompt = prompt or Prompt.load(ROLEPLAY_PROMPT_VERSION)
+    system, caption = prompt.messages(
         character=profile.character,
         title=profile.title or "the video",
         persona=profile.persona.strip() or default_persona(profile.character, profile.title),
         summary=profile.summary.strip() or "(no summary available)",
-    ).strip()
+        frame_count=len(profile.frames),
+    )
+    return system["content"].strip(), caption["content"].strip()
 
 
 def image_data_url(jpeg: bytes) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
-def frame_parts(frames: Sequence[tuple[float, bytes]], detail: str | None = None) -> list[dict[str, Any]]:
-    """Chat content parts for the frames: a caption with the frame's time, then the image, in temporal order."""
-    parts: list[dict[str, Any]] = [{
-        "type": "text",
-        "text": f"The video, as {len(frames)} frames in temporal order (times in seconds from the start):",
-    }]
+def frame_parts(frames: Sequence[tuple[float, bytes]], caption: str, detail: str | None = None) -> list[dict[str, Any]]:
+    """Chat content parts for the frames: the caption, then per frame its time and the image, in temporal order."""
+    parts: list[dict[str, Any]] = [{"type": "text", "text": caption}]
     for index, (t, jpeg) in enumerate(frames, start=1):
         image: dict[str, Any] = {"url": image_data_url(jpeg)}
         if detail:
@@ -124,7 +105,7 @@ def build_messages(
     *,
     vision: bool = True,
     detail: str | None = None,
-    template: PromptTemplate | None = None,
+    prompt: Prompt | None = None,
 ) -> list[dict[str, Any]]:
     """OpenAI chat messages for the character's next answer to ``question`` after ``history``.
 
@@ -144,10 +125,11 @@ def build_messages(
     if exchanges[0]["role"] != "user":  # a conversation the character opened: the scene is the first user turn
         exchanges.insert(0, {"role": "user", "text": "(The scene starts.)"})
 
-    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt(profile, template)}]
+    system, caption = prompt_messages(profile, prompt)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     for index, exchange in enumerate(exchanges):
         if index == 0 and profile.frames and vision:
-            content: Any = [*frame_parts(profile.frames, detail), {"type": "text", "text": exchange["text"]}]
+            content: Any = [*frame_parts(profile.frames, caption, detail), {"type": "text", "text": exchange["text"]}]
         elif index == 0 and profile.frames:
             times = ", ".join(f"{t:.2f}" for t in profile.frame_times)
             content = f"(The video's frames, at {times} s, are summarized in the context above.)\n{exchange['text']}"
