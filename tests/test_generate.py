@@ -1,0 +1,303 @@
+"""generate: offline (extractive + raw_lines), and against the tests' OpenAI-compatible server with the real
+openai client: scripted summaries and dialogues, faults per clip, transient failures and their retry, the cache,
+prompt versions in the fingerprint, frames for vision models, and batch mode end to end."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from openai_server import Fault, OpenAIServer, Reply
+from PIL import Image
+
+from v60k.stage import StageContext, StageError, Video
+from v60k.stages import generate as generate_module
+from v60k.stages.generate import Generate, GenerateSettings, raw_line_dialogues
+from v60k.workdir import WorkDir, read_json, write_json
+
+LINES = [
+    ("L0000", 1.0, 3.0, "Monica", "Hi Ross, you look tired."),
+    ("L0001", 3.5, 5.0, "Ross", "I didn't sleep at all."),
+    ("L0002", 5.5, 6.5, "Monica", "Why not?"),
+    ("L0003", 7.0, 9.0, "Ross", "The museum called at three in the morning."),
+    ("L0004", 9.5, 10.5, None, "Coffee, anyone?"),
+    ("L0005", 41.0, 43.0, "Ross", "Monica, have you seen my keys?"),
+    ("L0006", 43.5, 45.0, "Monica", "They're on the table, Ross."),
+    ("L0007", 45.2, 46.0, "Monica", "Next to the sandwich."),
+    ("L0008", 46.5, 48.0, "Ross", "My sandwich! Thank you."),
+]
+CLIPS = [("c000", 0.0, 40.0, ["L0000", "L0001", "L0002", "L0003", "L0004"]),
+         ("c001", 40.0, 90.0, ["L0005", "L0006", "L0007", "L0008"]),
+         ("c002", 90.0, 130.0, [])]  # no lines: produces nothing
+SUMMARY_REQUESTS, DIALOGUE_REQUESTS = 2, 4  # two clips with lines; Ross and Monica in each
+
+
+def make_video(root: Path, video_id: str = "ep1") -> Video:
+    workdir = WorkDir(root).create()
+    video = Video(video_id, f"file:///{video_id}.mp4", workdir.video_dir(video_id), characters=["Ross", "Monica"],
+                  title="Central Perk")
+    video.dir.mkdir(parents=True, exist_ok=True)
+    write_json(video.paths.lines_json, {"cast": ["Ross", "Monica"], "lines": [
+        {"line_id": i, "start_s": a, "end_s": b, "text": t, "speaker": f"S_{c}", "character": c} for i, a, b, c, t in LINES]})
+    write_json(video.paths.clips_json, {"clips": [
+        {"clip_id": f"{video_id}-{c}", "index": n, "start_s": a, "end_s": b, "scene_indices": [n], "line_ids": ids}
+        for n, (c, a, b, ids) in enumerate(CLIPS)]})
+    return video
+
+
+def make_stage(video: Video, llm: dict | None = None, **settings) -> Generate:
+    stage = Generate(GenerateSettings(**settings), StageContext(WorkDir(video.dir.parent.parent), {"llm": llm or {}}))
+    stage.setup()
+    return stage
+
+
+def llm_section(server: OpenAIServer, **overrides) -> dict:
+    return {"base_url": server.base_url, "model": "scripted-model", "schema_mode": "json_schema", "max_retries": 2,
+            "retry_base_s": 0.0, "price_input_per_1m": 0.5, "price_output_per_1m": 1.5, **overrides}
+
+
+def is_summary(body: dict) -> bool:
+    return "summary context" in body["messages"][0]["content"] and "role-play" not in body["messages"][0]["content"]
+
+
+def clip_of(body: dict) -> str:
+    return re.search(r"Clip: from (\S+) s", json.dumps(body["messages"][1])).group(1)  # [1]: repairs too
+
+
+def character_of(body: dict) -> str:
+    return re.search(r"conversation number \d+ with (\w+)", body["messages"][1]["content"]).group(1)
+
+
+def scripted(body: dict) -> Reply:
+    """Summaries name the speakers of the transcript; dialogues talk to the requested character."""
+    if is_summary(body):
+        text = json.dumps(body["messages"][-1]["content"])
+        names = [n for n in ("Monica", "Ross") if f"] {n}:" in text]
+        return Reply(json.dumps({"what_happens": f"In the clip from {clip_of(body)} s, {' and '.join(names)} talk.",
+                                 "characters": [{"name": n, "does": "talks", "says": "a few words", "feels": "tired"}
+                                                for n in names]}))
+    who = character_of(body)
+    return Reply(json.dumps({"turns": [{"role": "user", "text": f"{who}, what happened?"},
+                                       {"role": "character", "text": f"I'm {who}, and it was a long night."}]}))
+
+
+def dialogue_fault(kind: str, character: str, clip_start: str = "0.0", **kw) -> Fault:
+    return Fault(kind, match=lambda b: not is_summary(b) and character_of(b) == character and clip_of(b) == clip_start,
+                 **kw)
+
+
+def summary_fault(kind: str, clip_start: str, **kw) -> Fault:
+    return Fault(kind, match=lambda b: is_summary(b) and clip_of(b) == clip_start, **kw)
+
+
+def accounted_clips(data: dict) -> set[str]:
+    return set(data["summaries"]) | {f["clip_id"] for f in data["failures"]}
+
+
+# ---------------------------------------------------------------------------------------------------- offline
+def test_raw_lines_answer_the_preceding_lines_of_others():
+    lines = [{"character": c, "text": t} for _, _, _, c, t in LINES[:5]]
+    assert raw_line_dialogues(lines, "Ross", 6) == [[
+        {"role": "user", "speaker": "Monica", "text": "Hi Ross, you look tired."},
+        {"role": "character", "speaker": "Ross", "text": "I didn't sleep at all."},
+        {"role": "user", "speaker": "Monica", "text": "Why not?"},
+        {"role": "character", "speaker": "Ross", "text": "The museum called at three in the morning."}]]
+    cut = raw_line_dialogues(lines, "Ross", 2)  # cut at max_turns: two exchanges
+    assert [[t["text"] for t in d] for d in cut] == [["Hi Ross, you look tired.", "I didn't sleep at all."],
+                                                     ["Why not?", "The museum called at three in the morning."]]
+    assert [[t["speaker"] for t in d] for d in raw_line_dialogues(lines, "Monica", 6)] == [["Ross", "Monica"]]
+    assert raw_line_dialogues(lines, "Joey", 6) == []
+
+
+def test_without_an_endpoint_summaries_are_extractive_and_dialogues_raw_lines(tmp_path):
+    video = make_video(tmp_path)
+    result = make_stage(video).process(video)
+    data = read_json(video.paths.generation_json)
+    assert set(data["summaries"]) == {"ep1-c000", "ep1-c001"} and data["failures"] == []
+    first = data["summaries"]["ep1-c000"]
+    assert first["generation_type"] == "extractive" and first["generator"] == "v60k" and first["prompt_version"] is None
+    assert "Monica (2 lines), Ross (2 lines)" in first["text"] and "“Why not?”" in first["text"]
+    assert {d["generation_type"] for d in data["dialogues"]} == {"raw_lines"}
+    assert [d["dialogue_id"] for d in data["dialogues"]] == ["ep1-c000-d00", "ep1-c000-d01", "ep1-c001-d00",
+                                                              "ep1-c001-d01"]
+    monica = next(d for d in data["dialogues"] if d["clip_id"] == "ep1-c001" and d["character"] == "Monica")
+    assert monica["turns"][-1]["text"] == "They're on the table, Ross. Next to the sandwich."  # one turn
+    assert result.usage["requests"] == 0 and result.metrics["clips_without_lines"] == 1
+    assert result.metrics["mode"] == "offline"
+
+
+# ---------------------------------------------------------------------------------------------------- LLM
+def test_llm_summaries_and_dialogues_with_the_servers_token_totals(tmp_path):
+    with OpenAIServer(scripted) as server:
+        video = make_video(tmp_path)
+        result = make_stage(video, llm_section(server)).process(video)
+        data = read_json(video.paths.generation_json)
+        assert server.chat_requests == SUMMARY_REQUESTS + DIALOGUE_REQUESTS and data["failures"] == []
+        summary = data["summaries"]["ep1-c000"]
+        assert summary["generation_type"] == "llm" and summary["generator"] == "scripted-model"
+        assert summary["prompt_version"] == "summary-v1" and "Monica and Ross talk" in summary["text"]
+        llm = [d for d in data["dialogues"] if d["generation_type"] == "llm"]
+        assert sorted((d["clip_id"], d["character"]) for d in llm) == [
+            ("ep1-c000", "Monica"), ("ep1-c000", "Ross"), ("ep1-c001", "Monica"), ("ep1-c001", "Ross")]
+        assert all(d["prompt_version"] == "dialogue-v1" and d["turns"][-1]["speaker"] == d["character"]
+                   and d["turns"][0]["role"] == "user" for d in llm)
+        assert len({d["dialogue_id"] for d in data["dialogues"]}) == len(data["dialogues"]) == 8
+        reported = server.reported
+        assert result.usage["prompt_tokens"] == reported["prompt_tokens"] == data["usage"]["prompt_tokens"]
+        assert result.usage["completion_tokens"] == reported["completion_tokens"]
+        assert result.usage["requests"] == 6 and result.usage["cached"] == 0
+        assert result.usage["cost_usd"] == pytest.approx(
+            (reported["prompt_tokens"] * 0.5 + reported["completion_tokens"] * 1.5) / 1e6, abs=1e-6)
+        dialogue_request = next(b for b in server.chat_bodies if not is_summary(b))
+        assert "Ross talk" in dialogue_request["messages"][-1]["content"]  # grounded in the clip's summary
+
+        again = make_stage(video, llm_section(server)).process(video)  # a re-run: zero requests
+        assert server.chat_requests == 6 and again.usage["requests"] == 0 and again.usage["cached"] == 6
+        assert read_json(video.paths.generation_json)["dialogues"] == data["dialogues"]
+
+
+def test_bad_answers_are_recorded_failures_and_no_clip_is_lost(tmp_path):
+    with OpenAIServer(scripted) as server:
+        server.faults += [summary_fault("schema_violation", "0.0"), summary_fault("invalid_json", "0.0"),
+                          dialogue_fault("refusal", "Ross", "40.0"), dialogue_fault("length", "Monica", "40.0"),
+                          dialogue_fault("empty_choices", "Ross", "40.0")]
+        video = make_video(tmp_path)
+        result = make_stage(video, llm_section(server), dialogues_per_character=2).process(video)
+        data = read_json(video.paths.generation_json)
+        reasons = {(f["clip_id"], f["kind"]): f["reason"] for f in data["failures"]}
+        assert reasons[("ep1-c000", "summary")].startswith("invalid_json:") and "after one repair" in reasons[
+            ("ep1-c000", "summary")]
+        assert "no summary for this clip" in reasons[("ep1-c000", "dialogue")]
+        c001 = sorted(f["reason"] for f in data["failures"] if f["clip_id"] == "ep1-c001")
+        assert [r.split(":")[0] for r in c001] == ["empty_choices", "length", "refusal"]
+        assert "(Ross)" in c001[0] and "(Monica)" in c001[1] and "(Ross)" in c001[2]
+        assert server.faults == []
+        assert accounted_clips(data) == {"ep1-c000", "ep1-c001"}  # every clip with lines: a result or a reason
+        llm = [(d["clip_id"], d["character"]) for d in data["dialogues"] if d["generation_type"] == "llm"]
+        assert llm == [("ep1-c001", "Monica")]  # 2 per character asked; the others are failures above
+        assert [d["clip_id"] for d in data["dialogues"] if d["generation_type"] == "raw_lines"].count("ep1-c000") == 2
+        assert result.metrics["failures"] == 5
+        assert result.usage["prompt_tokens"] == server.reported["prompt_tokens"]
+        assert result.usage["completion_tokens"] == server.reported["completion_tokens"]
+        # c000: the summary and its repair; c001: the summary, Monica twice, Ross twice
+        assert result.usage["requests"] == server.chat_requests == 2 + 5
+
+
+def test_transient_failures_fail_the_video_and_a_retry_asks_only_for_them(tmp_path):
+    with OpenAIServer(scripted) as server:
+        server.faults += [dialogue_fault("rate_limit", "Ross", retry_after=0)] * 3  # one try + two retries
+        video = make_video(tmp_path)
+        stage = make_stage(video, llm_section(server))
+        with pytest.raises(StageError) as caught:
+            stage.process(video)
+        assert caught.value.error_class == "llm_transient" and caught.value.transient
+        assert "ep1-c000 dialogue (Ross): rate_limited" in str(caught.value)
+        assert not video.paths.generation_json.exists()
+        first = server.chat_requests
+        assert first == 6 + 2
+        retry = make_stage(video, llm_section(server)).process(video)
+        assert server.chat_requests == first + 1 and retry.usage["cached"] == 5
+        assert read_json(video.paths.generation_json)["failures"] == []
+
+
+def test_a_refused_key_fails_the_video_as_an_endpoint_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("V60K_GEN_KEY", "sk-wrong")
+    with OpenAIServer(scripted, api_key="sk-right") as server:
+        video = make_video(tmp_path)
+        with pytest.raises(StageError) as caught:
+            make_stage(video, llm_section(server, api_key_env="V60K_GEN_KEY")).process(video)
+        assert caught.value.error_class == "llm_endpoint" and "auth" in str(caught.value)
+        assert "sk-wrong" not in str(caught.value)
+
+
+def test_a_prompt_change_changes_the_fingerprint_and_repeats_only_what_it_affects(tmp_path, monkeypatch):
+    prompts = tmp_path / "prompts"
+    shutil.copytree(generate_module.PROMPTS_DIR, prompts)
+    monkeypatch.setattr(generate_module, "PROMPTS_DIR", prompts)
+    with OpenAIServer(scripted) as server:
+        video = make_video(tmp_path / "work")
+        stage = make_stage(video, llm_section(server))
+        stage.process(video)
+        before = stage.fingerprint()
+        assert make_stage(video, llm_section(server, api_key_env="OTHER", price_input_per_1m=9)).fingerprint() == before
+        assert make_stage(video, llm_section(server, model="other")).fingerprint() != before
+        path = prompts / "dialogue-v1.md"
+        path.write_text(path.read_text().replace("Vary the questions.", "Vary the questions; be brief."))
+        changed = make_stage(video, llm_section(server))
+        assert changed.fingerprint() != before
+        server.reset_counts()
+        result = changed.process(video)
+        assert server.chat_requests == DIALOGUE_REQUESTS and result.usage["cached"] == SUMMARY_REQUESTS
+
+
+def jpeg(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), color).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def test_vision_attaches_the_clips_frames_in_temporal_order(tmp_path):
+    with OpenAIServer(scripted) as server:
+        video = make_video(tmp_path)
+        frames = {"ep1-c000": [], "ep1-c001": []}
+        for clip_id, times in (("ep1-c000", [12.0, 2.5, 30.0]), ("ep1-c001", [50.0])):
+            for n, t in enumerate(times):
+                path = f"frames/{clip_id}/{int(t * 1000):06d}.jpg"
+                (video.dir / path).parent.mkdir(parents=True, exist_ok=True)
+                (video.dir / path).write_bytes(jpeg((n * 80, 0, 0)))
+                frames[clip_id].append({"t_s": t, "path": path, "scene_index": 0})
+        write_json(video.paths.frames_json, {"clips": frames, "settings": {}})
+        make_stage(video, llm_section(server, vision=True), max_frames=2).process(video)
+        summary = next(b for b in server.chat_bodies if is_summary(b) and clip_of(b) == "0.0")
+        parts = summary["messages"][-1]["content"]
+        labels = [p["text"] for p in parts if p["type"] == "text"][1:]
+        images = [p["image_url"] for p in parts if p["type"] == "image_url"]
+        assert labels == ["Frame at 2.50 s:", "Frame at 12.00 s:"]  # two of three, evenly chosen, in order
+        assert all(i["url"].startswith("data:image/jpeg;base64,") and i["detail"] == "low" for i in images)
+        assert "2 frames of the clip follow" in parts[0]["text"]
+        assert all(isinstance(b["messages"][-1]["content"], str) for b in server.chat_bodies if not is_summary(b))
+
+
+def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path):
+    with OpenAIServer(scripted, hold_batches=True) as server:
+        server.faults.append(dialogue_fault("server_error", "Monica", "40.0"))
+        video = make_video(tmp_path)
+        llm = llm_section(server, price_input_per_1m=1.0, price_output_per_1m=1.0)
+
+        def run_once() -> dict:
+            return make_stage(video, llm, batch=True).process(video).usage
+
+        for expected_lines in (SUMMARY_REQUESTS, None, DIALOGUE_REQUESTS):
+            with pytest.raises(StageError) as caught:
+                run_once()
+            assert caught.value.error_class == "batch_pending" and caught.value.transient
+            assert "v60k retry --stage generate" in str(caught.value)
+            if expected_lines is None:  # a run while the batch still runs: nothing new is submitted
+                assert "submitted earlier" in str(caught.value)
+                server.complete_batches()
+                continue
+        batch_dir = WorkDir(tmp_path).batches_dir / "ep1"
+        first = [json.loads(x) for x in (batch_dir / "requests-0.jsonl").read_text().splitlines()]
+        second = [json.loads(x) for x in (batch_dir / "requests-1.jsonl").read_text().splitlines()]
+        assert len(first) == SUMMARY_REQUESTS and len(second) == DIALOGUE_REQUESTS
+        assert all(x["custom_id"].startswith("ep1-") and x["url"] == "/v1/chat/completions" for x in first + second)
+        assert len({x["custom_id"] for x in first + second}) == 6
+        server.complete_batches()
+        usage = run_once()
+        data = read_json(video.paths.generation_json)
+        assert server.chat_requests == 0 and len(server.batches) == 2
+        assert data["summaries"]["ep1-c000"]["generation_type"] == "llm"
+        assert sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 3
+        assert len(data["failures"]) == 1 and data["failures"][0]["clip_id"] == "ep1-c001"
+        assert "batch_error: HTTP 500" in data["failures"][0]["reason"] and "(Monica)" in data["failures"][0]["reason"]
+        assert usage["cost_usd"] > 0
+        state = read_json(batch_dir / "state.json")
+        assert all(b["collected"] and b["status"] == "completed" for b in state["batches"])
+        total = sum(json.loads(x)["response"]["body"].get("usage", {}).get("prompt_tokens", 0)
+                    for n in (0, 1) for x in (batch_dir / f"output-{n}.jsonl").read_text().splitlines())
+        assert total == server.reported["prompt_tokens"]
+        assert make_stage(video, llm, batch=True).process(video).usage["requests"] == 0  # collected: cached
