@@ -63,6 +63,18 @@ def _local_file(video: str) -> Path | None:
     return path.resolve()
 
 
+def _refresh_known_video(workdir: WorkDir, row: dict[str, Any]) -> bool:
+    """A video chatted about before keeps its id: give the catalog today's URL (a local file is served on a new
+    port each time) and cast, so that a stage that has to run again fetches from the right place."""
+    with Catalog(workdir) as catalog:
+        if not catalog.videos([row["video_id"]]):
+            return False
+        catalog.update_video(row["video_id"], characters=row["characters"])
+        # the catalog has no setter for the URL (a manifest's URL never changes otherwise); it autocommits
+        catalog.db.execute("UPDATE videos SET source_url=? WHERE video_id=?", (row["source_url"], row["video_id"]))
+    return True
+
+
 def _quiet(*_: object) -> None:
     """Swallow the HTTP server's per-request error report."""
 
@@ -95,6 +107,8 @@ def prepare_video(
             reason = manifest.rejected[0].reason if manifest.rejected else "no row"
             raise ChatError(f"not a usable video reference {video!r}: {reason}")
         row = manifest.rows[0]
+        if _refresh_known_video(workdir, row):
+            pipeline.retry(workdir)  # what failed last time (say, a download from an old port) is tried again
         pipeline.run(workdir, manifest=manifest, config=config or PipelineConfig(), stages=list(SPEECH_STAGES),
                      progress=progress, command="chat")
     with Catalog(workdir) as catalog:
