@@ -36,8 +36,11 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "bframes=3:b-pyramid=none:scenecut=0:keyint=100", "-c:a", "copy", bframes)
     mkv = root / "bframes.mkv"
     _ffmpeg("-i", bframes, "-c", "copy", mkv)
+    transport = root / "bframes.ts"  # MPEG-TS: a non-zero start time, no frame count, inexact seeking
+    _ffmpeg("-i", bframes, "-c", "copy", transport)
     truth = [round(t * FPS) for t in facts["cuts_s"]]
-    return {"root": root, "plain": plain, "bframes": bframes, "mkv": mkv, "truth": truth, "facts": facts}
+    return {"root": root, "plain": plain, "bframes": bframes, "mkv": mkv, "ts": transport, "truth": truth,
+            "facts": facts}
 
 
 def _ffmpeg(*args: Any) -> None:
@@ -98,13 +101,15 @@ def test_fast_path_agrees_with_pyscenedetect_full_decode(media: dict[str, Any]) 
     _assert_within_one_frame(reference, media["truth"])
 
 
-def test_unknown_frame_count_matroska(media: dict[str, Any]) -> None:
+@pytest.mark.parametrize("container", ["mkv", "ts"])
+def test_unknown_frame_count_and_start_time(media: dict[str, Any], container: str) -> None:
     probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=nb_frames",
-                            "-of", "csv=p=0", str(media["mkv"])], capture_output=True, text=True, check=True)
-    assert probe.stdout.strip() in ("", "N/A")  # the container really does not say
-    analysis = detect_shots(media["mkv"], 320, 180)
+                            "-of", "csv=p=0", str(media[container])], capture_output=True, text=True, check=True)
+    assert set(probe.stdout.split()) <= {"N/A"}  # the container really does not say
+    analysis = detect_shots(media[container], 320, 180)
     assert analysis.frame_count == sum(round(s * FPS) for s in SCENE_LENGTHS_S)
-    assert _frames(analysis.cuts) == media["truth"]
+    assert _frames(analysis.cuts) == media["truth"] and analysis.refined_windows >= 1
+    assert analysis.motion.times_s[0] < 0.2  # times count from the start of the file, not from 0 in the stream
 
 
 def test_scenes_json_contract(media: dict[str, Any], tmp_path: Path) -> None:

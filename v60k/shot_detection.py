@@ -123,8 +123,9 @@ def decode_small_frames(
 ) -> Iterator[DecodedFrame]:
     """Decode the first video stream to ``size`` BGR frames through a pipe, with each frame's timestamp.
 
-    ``seek_s``: start decoding at the keyframe at or before this time (input-side seek, no trimming).
-    Times are absolute stream times minus ``start_time_s``. Closing the iterator stops ffmpeg.
+    ``seek_s``: start decoding at the keyframe at or before this time, in seconds from the start of the
+    file (input-side seek, no trimming). Times are absolute stream times minus ``start_time_s`` (the
+    file's start time). Closing the iterator stops ffmpeg.
     """
     width, height = size
     cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info", "-copyts"]
@@ -301,6 +302,7 @@ def detect_shots(
     detector = make_detector(settings)
     motion = _MotionTracker(settings.motion_fps, 1.0 / fps)
     times: list[float] = []
+    keyframes: list[float] = []
     candidates: list[Any] = []
     position = None
     for frame in decode_small_frames(
@@ -310,6 +312,8 @@ def detect_shots(
         if times and frame.time_s <= times[-1]:
             continue  # a repeated or out-of-order timestamp: detectors need strictly increasing times
         times.append(frame.time_s)
+        if frame.key:
+            keyframes.append(frame.time_s)
         time_base = Fraction(1, 1_000_000)
         position = FrameTimecode(Timecode(max(0, round(frame.time_s / time_base)), time_base), fps=rate)
         candidates += detector.process_frame(position, frame.image)
@@ -329,7 +333,7 @@ def detect_shots(
     cuts = [Cut(time_s=t, frame=round((t - first) * fps)) for t in cut_times]
     refined = 0
     if settings.refine:
-        cuts, refined = _refine_cuts(path, cuts, times, size, rate, timing.start_time_s, settings)
+        cuts, refined = _refine_cuts(path, cuts, times, keyframes, size, rate, timing.start_time_s, settings)
     frame_count = timing.nb_frames or 0
     last_frame = round((times[-1] - first) * fps)
     frame_count = max(frame_count, last_frame + 1)
@@ -357,6 +361,7 @@ def _refine_cuts(
     path: str | Path,
     cuts: list[Cut],
     times: list[float],
+    keyframes: list[float],
     size: tuple[int, int],
     rate: Fraction,
     start_time_s: float,
@@ -370,14 +375,15 @@ def _refine_cuts(
         at = bisect.bisect_left(times, cut.time_s - 0.25 / fps)
         previous = times[at - 1] if at > 0 else None
         if previous is not None and (cut.time_s - previous) * fps > 1.5:
-            jobs.append((index, previous))
+            before = [k for k in keyframes if k <= previous]
+            jobs.append((index, previous, before[-1] if before else None))
     if not jobs:
         return cuts, 0
     refined = list(cuts)
 
-    def refine(job: tuple[int, float]) -> tuple[int, Cut]:
-        index, previous = job
-        return index, _refine_one(path, cuts[index], previous, size, fps, first, start_time_s, settings)
+    def refine(job: tuple[int, float, float | None]) -> tuple[int, Cut]:
+        index, previous, keyframe = job
+        return index, _refine_one(path, cuts[index], previous, keyframe, size, fps, first, start_time_s, settings)
 
     with ThreadPoolExecutor(max_workers=max(1, settings.refine_workers)) as pool:
         for index, cut in pool.map(refine, jobs):
@@ -389,6 +395,7 @@ def _refine_one(
     path: str | Path,
     cut: Cut,
     previous_s: float,
+    keyframe_s: float | None,
     size: tuple[int, int],
     fps: float,
     first_frame_s: float,
@@ -401,10 +408,15 @@ def _refine_one(
 
     weights = (1.0, 1.0, 1.0)
     half = 0.5 / fps
-    seek = previous_s - half
-    for _attempt in range(3):  # a container that seeks past the target (MPEG-TS) gets an earlier seek
+    # Containers that seek inexactly (MPEG-TS) may start decoding at a later keyframe: then seek to the
+    # keyframe the analysis pass saw before the window, and at last decode from the start.
+    seeks: list[float | None] = [previous_s - half]
+    if keyframe_s is not None and keyframe_s - half < seeks[0]:
+        seeks.append(keyframe_s - half)
+    seeks.append(None)
+    for seek in seeks:
         frames = decode_small_frames(
-            path, size, start_time_s=start_time_s, seek_s=seek + start_time_s,
+            path, size, start_time_s=start_time_s, seek_s=seek,
             skip_loop_filter=settings.skip_loop_filter, threads=settings.decode_threads, nominal_fps=fps,
         )
         best: tuple[float, float] | None = None
@@ -432,9 +444,6 @@ def _refine_one(
             if best is None:
                 return cut
             return Cut(time_s=round(best[1], 6), frame=round((best[1] - first_frame_s) * fps), refined=True)
-        seek -= 2.0 * (_attempt + 1)
-        if seek < -1.0:
-            break
     return cut
 
 
