@@ -17,13 +17,13 @@ from conftest import shared_media
 from v60k import pipeline
 from v60k.backends.asr import Segment, Transcript, Word, cast_prompt
 from v60k.backends.asr.faster_whisper import FasterWhisperBackend, bundled_model_dir
-from v60k.backends.asr.guards import apply_guards, repeated_phrase
+from v60k.backends.asr.guards import apply_guards, repeated_phrase, undertranscribed_speech_s
 from v60k.backends.asr.metrics import normalize_words, word_error_rate
 from v60k.catalog import Catalog
 from v60k.config import PipelineConfig
 from v60k.executors.base import ItemOutcome, run_one
 from v60k.media import extract_audio, probe
-from v60k.samples import EpisodeSpec, build_episode, two_speaker_spec
+from v60k.samples import EpisodeSpec, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import StageError, Video
 from v60k.stages import stage_class
 from v60k.stages.transcribe import Transcribe, TranscribeSettings, read_wav
@@ -156,6 +156,32 @@ def test_guards_drop_hallucinations_and_keep_speech(media: dict[str, Any]) -> No
     reasons = {d["text"]: d["reason"] for d in transcript.dropped}
     assert reasons == {in_silence.text: "silence", looped.text: "repetition", compressed.text: "compression_ratio",
                        no_speech.text: "no_speech_prob", murmur.text: "low_confidence", music.text: "annotation"}
+
+
+def test_undertranscribed_speech_counts_regions_with_too_few_words() -> None:
+    heard = _segment("one two three four five six", 1.0, 3.0)  # 3 words/s over [1, 3)
+    stretched = _segment("I can drive", 5.0, 9.0)  # 3 words stretched over a 4 s region: a line was skipped
+    transcript = Transcript("faster-whisper", "tiny.en", "en", 1.0, 10.0, segments=[heard, stretched])
+    regions = [(1.0, 3.0), (4.5, 9.0), (9.2, 9.6)]  # the last is too short to judge
+    assert undertranscribed_speech_s(transcript, regions) == pytest.approx(4.5)
+    assert undertranscribed_speech_s(transcript, regions[:1]) == 0.0
+
+
+def test_three_speaker_episode_keeps_every_line(stage: Transcribe, tmp_path: Path) -> None:
+    """tiny.en prompted with this cast stops emitting timestamps in its first window and drops a line; the
+    stage notices speech without words and keeps the fuller, unprompted decoding."""
+    episode = build_episode(three_speaker_spec(), tmp_path / "media")
+    video = _video(tmp_path, episode.path, "apartment", episode.truth["cast"])
+    outcome = run_one(stage, video)
+    assert outcome.state == "done", outcome.error_message
+    doc = read_json(video.paths.transcript_json)
+    words = [w for s in doc["segments"] for w in s["words"]]
+    for line in episode.truth["lines"]:
+        heard = [w for w in words if line["start_s"] <= (w["start_s"] + w["end_s"]) / 2 <= line["end_s"]]
+        assert len(heard) >= 0.5 * len(line["text"].split()), (line, heard)
+    reference = " ".join(line["text"] for line in episode.truth["lines"])
+    assert word_error_rate(reference, " ".join(s["text"] for s in doc["segments"])) <= 0.20
+    assert doc["prompted_with_cast"] is not outcome.metrics["cast_prompt_fallback"]
 
 
 def test_repeated_phrase_tolerates_ordinary_speech() -> None:

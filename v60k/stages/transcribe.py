@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from v60k.backends.asr import ASRBackend, cast_prompt, make_asr_backend
-from v60k.backends.asr.guards import GuardSettings, apply_guards
+from v60k.backends.asr.guards import GuardSettings, apply_guards, speech_regions, undertranscribed_speech_s
 from v60k.media import extract_audio, probe
 from v60k.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.workdir import read_json, write_json
@@ -41,6 +41,9 @@ class TranscribeSettings(StageSettings):
     languages: list[str] | None = Field(None, description="keep only these detected languages (others skip)")
     cast_prompt: bool = Field(True, description="the cast names as the decoder's initial prompt")
     cast_hotwords: bool = Field(False, description="the cast names as faster-whisper hotwords as well")
+    prompt_fallback_s: float = Field(1.0, ge=0, description="re-decode without the cast prompt when the prompted "
+                                                            "transcript leaves this much VAD speech (nearly) "
+                                                            "without words; the fuller transcript is kept")
     min_audio_s: float = Field(1.0, ge=0)
     # guards against hallucinated text
     max_no_speech_prob: float = Field(0.6, ge=0, le=1)
@@ -121,18 +124,25 @@ class Transcribe(Stage):
 
         s = self.settings
         names = cast_prompt(video.characters)
+        language_hint = s.language or video.language
         started = time.perf_counter()
         transcript = self.backend.transcribe(
-            str(paths.audio_wav), language=s.language or video.language,
+            str(paths.audio_wav), language=language_hint,
             initial_prompt=names if s.cast_prompt else None, hotwords=names if s.cast_hotwords else None,
         )
+        regions = speech_regions(audio) if transcript.segments else []
+        fallback = False
+        if transcript.prompted_with_cast and undertranscribed_speech_s(transcript, regions) >= max(s.prompt_fallback_s, 1e-9):
+            plain = self.backend.transcribe(str(paths.audio_wav), language=language_hint)
+            fallback = undertranscribed_speech_s(plain, regions) < undertranscribed_speech_s(transcript, regions)
+            transcript = plain if fallback else transcript
         elapsed = time.perf_counter() - started
         language, probability = transcript.language, transcript.language_probability
         if s.languages and language not in s.languages:
             prob_text = f" (p={probability:.2f})" if probability is not None else ""
             raise SkipVideo(f"language {language}{prob_text} not in {', '.join(s.languages)}", "language_filtered")
 
-        apply_guards(transcript, audio, s.guard_settings())
+        apply_guards(transcript, audio, s.guard_settings(), regions)
         write_json(paths.transcript_json, transcript.to_document())
         if not transcript.segments:
             reasons = sorted({d["reason"] for d in transcript.dropped})
@@ -143,5 +153,5 @@ class Transcribe(Stage):
             metrics={"language": language, "language_probability": probability, "audio_s": round(duration_s, 3),
                      "segments": len(transcript.segments), "words": sum(len(x.words) for x in transcript.segments),
                      "dropped": len(transcript.dropped), "rtf": round(elapsed / max(duration_s, 1e-9), 4),
-                     "prompted_with_cast": transcript.prompted_with_cast},
+                     "prompted_with_cast": transcript.prompted_with_cast, "cast_prompt_fallback": fallback},
         )

@@ -119,10 +119,28 @@ def segment_problem(segment: Segment, history: list[str], audio: np.ndarray,
     return None
 
 
-def apply_guards(transcript: Transcript, audio: np.ndarray, settings: GuardSettings | None = None) -> Transcript:
-    """Move hallucinated segments of ``transcript`` to ``transcript.dropped`` (in place; also returned)."""
+def undertranscribed_speech_s(transcript: Transcript, regions: list[tuple[float, float]], min_region_s: float = 1.0,
+                              min_words_per_s: float = 1.0) -> float:
+    """Seconds of VAD speech (regions of at least ``min_region_s``) holding fewer than ``min_words_per_s`` words
+    (by word midpoint): speech the decoder skipped. tiny.en with a prompt sometimes stops emitting timestamps
+    for its first window and drops a whole line; the neighbouring words are then stretched over it."""
+    mids = [(w.start_s + w.end_s) / 2 for s in transcript.segments for w in s.words]
+    missed = 0.0
+    for start, end in regions:
+        if end - start >= min_region_s and sum(start <= m < end for m in mids) < min_words_per_s * (end - start):
+            missed += end - start
+    return missed
+
+
+def apply_guards(transcript: Transcript, audio: np.ndarray, settings: GuardSettings | None = None,
+                 regions: list[tuple[float, float]] | None = None) -> Transcript:
+    """Move hallucinated segments of ``transcript`` to ``transcript.dropped`` (in place; also returned).
+    ``regions``: speech regions already computed (``speech_regions``), else computed here when needed."""
     settings = settings or GuardSettings()
-    regions = speech_regions(audio) if settings.vad and transcript.segments and len(audio) else None
+    if regions is None and settings.vad and transcript.segments and len(audio):
+        regions = speech_regions(audio)
+    if not settings.vad:
+        regions = None
     kept: list[Segment] = []
     history: list[str] = []
     for segment in transcript.segments:
