@@ -152,7 +152,7 @@ class OpenAIServer:
         class _Handler(_RequestHandler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-test-server", daemon=True)
         self._thread.start()
@@ -320,6 +320,11 @@ class OpenAIServer:
 
 def _error(message: str, code: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": code, "code": code, "param": None}}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many clients connecting at once (the default 5 drops connections)
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

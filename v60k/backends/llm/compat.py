@@ -11,6 +11,7 @@ Whatever the form, the answer is parsed and validated with pydantic; an invalid 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from typing import Any
@@ -34,7 +35,12 @@ class InvalidAnswer(ValueError):
 
 def json_schema_of(schema: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema in the strict form (every property required, no additional properties)."""
-    return _strict(copy.deepcopy(schema.model_json_schema()))
+    return copy.deepcopy(_strict_schema(schema))
+
+
+@functools.lru_cache(maxsize=256)
+def _strict_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    return _strict(schema.model_json_schema())
 
 
 def _strict(node: Any) -> Any:
