@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from openai_server import OpenAIServer, openai_server_fixture  # noqa: F401  (fixture)
+from openai_server import Fault, OpenAIServer, openai_server_fixture  # noqa: F401  (fixture)
 
 from v60k.cli import eval_cmds
 from v60k.framework import chat
@@ -169,10 +169,14 @@ def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tm
 def test_an_interactive_session_keeps_the_history_and_the_default_persona_quotes_the_character(
         tmp_path, episode_work, openai_server):
     openai_server.handler = _scripted
-    result = _chat(tmp_path, episode_work, openai_server, stdin="How was the museum?\n\nAnd the lecture?\n/quit\n")
+    openai_server.faults.append(Fault("server_error", match=lambda body: not body.get("response_format")))
+    result = _chat(tmp_path, episode_work, openai_server,
+                   stdin="Broken?\nHow was the museum?\n\nAnd the lecture?\n/quit\n")
     assert result.exit_code == 0, result.output
+    assert "the model request failed: server_error" in result.stderr  # reported; the session goes on
     assert "Ross> Answer number 1" in result.stdout and "Ross> Answer number 2" in result.stdout
-    first, second = _chat_bodies(openai_server)
+    failed, first, second = _chat_bodies(openai_server)
+    assert failed["messages"][-1]["content"][-1]["text"] == "Broken?"  # and it is not part of the history
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
     assert second["messages"][2]["content"] == "Answer number 1: I barely slept, Monica."
     assert second["messages"][3]["content"] == "And the lecture?"

@@ -103,9 +103,22 @@ def chat_command(video, character, persona, cast, question, config_path, model, 
 
 
 def _converse(loop: asyncio.AbstractEventLoop, session: Any, question: str | None) -> None:
-    """``--once``: one answer on stdout. Otherwise an interactive session until /quit or end of input."""
+    """``--once``: one answer on stdout (exit 1 when the request fails). Otherwise an interactive session until
+    /quit or end of input; a failed request is reported and the conversation goes on."""
+    from v60k.backends.llm import LLMError
+
+    def answer(text: str) -> str | None:
+        try:
+            return loop.run_until_complete(session.ask(text))
+        except LLMError as exc:
+            click.echo(f"the model request failed: {exc}", err=True)
+            return None
+
     if question is not None:
-        click.echo(loop.run_until_complete(session.ask(question)))
+        reply = answer(question)
+        if reply is None:
+            sys.exit(1)
+        click.echo(reply)
         return
     click.echo(f"Talking to {session.profile.character}. /quit or Ctrl-D to end.", err=True)
     while True:
@@ -116,8 +129,8 @@ def _converse(loop: asyncio.AbstractEventLoop, session: Any, question: str | Non
             return
         if text in ("/quit", "/exit"):
             return
-        if text:
-            click.echo(f"{session.profile.character}> {loop.run_until_complete(session.ask(text))}")
+        if text and (reply := answer(text)) is not None:
+            click.echo(f"{session.profile.character}> {reply}")
 
 
 # ------------------------------------------------------------------------------------------------ eval

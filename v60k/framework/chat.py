@@ -1,11 +1,13 @@
 """The framework at inference (``v60k chat``): talk to a character of a video.
 
-    profile = prepare_profile("episode.mp4", "Ross", workdir="chat-work", config=config)
+    prepared = prepare_video("episode.mp4", ["Ross", "Monica"], "chat-work", config)
+    client = make_client(config, WorkDir("chat-work"))       # None without an endpoint
+    profile = await build_profile(prepared, "Ross", client=client)
     session = ChatSession(profile, client, model="gpt-4o-mini")
     answer = await session.ask("How was the museum?")
 
-``prepare_profile`` runs the speech stages on the video in a work dir (``v60k.pipeline.run``: download, scenes,
-transcribe, diarize, attribute), samples frames with the reference sampler (temporal order), and makes the summary
+``prepare_video`` runs the speech stages on the video in a work dir (``v60k.pipeline.run``: download, scenes,
+transcribe, diarize, attribute), ``build_profile`` samples frames with the reference sampler (temporal order) and makes the summary
 context from the attributed transcript with the generation stage's summary prompt through the LLM client — or the
 extractive summary when no endpoint is configured. All of that works offline; only ``ask`` needs a model.
 """
