@@ -301,3 +301,55 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
                     for n in (0, 1) for x in (batch_dir / f"output-{n}.jsonl").read_text().splitlines())
         assert total == server.reported["prompt_tokens"]
         assert make_stage(video, llm, batch=True).process(video).usage["requests"] == 0  # collected: cached
+
+
+# ---------------------------------------------------------------------------------------------------- pipeline
+def pipeline_workdir(root: Path) -> WorkDir:
+    """A work dir whose speech stages are done for one video (scenes.json and lines.json in place)."""
+    from v60k.catalog import Catalog, ItemOutcome
+
+    video = make_video(root)
+    video.paths.clips_json.unlink()
+    write_json(video.paths.scenes_json, {"stream": {"duration_s": 130.0}, "scenes": [
+        {"index": i, "start_s": a, "end_s": b, "start_frame": 0, "end_frame": 0}
+        for i, (a, b) in enumerate([(0.0, 40.0), (40.0, 90.0), (90.0, 130.0)])]})
+    with Catalog(root) as catalog:
+        catalog.add_videos([{"video_id": "ep1", "source_url": "file:///ep1.mp4", "characters": ["Ross", "Monica"],
+                             "title": "Central Perk"}])
+        catalog.ensure_items(["download", "scenes", "transcribe", "diarize", "attribute"])
+        for stage in ("download", "scenes", "transcribe", "diarize", "attribute"):
+            catalog.record(ItemOutcome("ep1", stage, "done", 0.0, 1.0), None)
+    return WorkDir(root)
+
+
+def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collected(tmp_path):
+    from v60k import pipeline
+    from v60k.config import PipelineConfig
+    from v60k.progress import Progress
+
+    clips = {"min_s": 30, "target_s": 40, "max_s": 60}
+    with OpenAIServer(scripted, hold_batches=True) as server:
+        workdir = pipeline_workdir(tmp_path / "sync")
+        config = PipelineConfig(stages=["clips", "generate"], llm=llm_section(server), stage_settings={"clips": clips})
+        summary = pipeline.run(workdir, config=config, progress=Progress())
+        assert summary.counts["generate"]["done"] == 1 and summary.failed == 0
+        usage = pipeline.status(workdir)["usage"]["generate"]
+        assert usage["requests"] == server.chat_requests == 6
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == tuple(server.reported.values())
+        assert [c["line_ids"] != [] for c in read_json(workdir.paths("ep1").clips_json)["clips"]] == [True, True, False]
+
+        batch_dir = WorkDir(tmp_path / "batch")
+        pipeline_workdir(batch_dir.root)
+        batch_config = config.model_copy(update={"stage_settings": {"clips": clips, "generate": {"batch": True}}})
+        states = []
+        for complete in (False, True, True):  # summaries submitted; still running; dialogues submitted
+            pipeline.run(batch_dir, config=batch_config, progress=Progress())
+            item = pipeline.status(batch_dir)
+            states.append((item["stages"]["generate"]["failed"], [f["error_class"] for f in item["failures"]]))
+            if complete:
+                server.complete_batches()
+            pipeline.retry(batch_dir, "generate")
+        final = pipeline.run(batch_dir, config=batch_config, progress=Progress())
+        assert states == [(1, ["batch_pending"])] * 3 and len(server.batches) == 2
+        assert final.counts["generate"]["done"] == 1 and server.chat_requests == 6  # no new HTTP chat requests
+        assert len(read_json(batch_dir.paths("ep1").generation_json)["dialogues"]) == 8
