@@ -132,6 +132,7 @@ def test_evidence_rules() -> None:
     assert find_vocatives("Yes Ross, I will.", "Ross") == ["answer"]
     assert find_vocatives("I told Ross about it.", "Ross") == []
     assert find_vocatives("I will go.", "Will") == []
+    assert find_vocatives("Thanks, Ross.", "Dr. Ross Geller") == ["answer"]
     lines = [
         {"speaker": "A", "text": "Hi Monica, good to see you."},
         {"speaker": "B", "text": "Hello. I'm Rachel, Monica's friend."},

@@ -199,9 +199,13 @@ def _unique(items: list[str]) -> list[str]:
 
 
 # ---- evidence -----------------------------------------------------------------------------------
+TITLES = {"dr", "mr", "mrs", "ms", "miss", "prof", "professor", "sir", "lady", "lord", "aunt", "uncle", "captain"}
+
+
 def _name_pattern(name: str) -> str:
-    first = re.escape(name.split()[0])
-    full = re.escape(name)
+    """The full name, or its first name after any title ("Dr. Ross Geller" is also "Ross")."""
+    words = [w for w in name.split() if w.strip(".").lower() not in TITLES] or name.split()
+    first, full = re.escape(words[0]), re.escape(name)
     return f"(?:{full}|{first})" if full != first else full
 
 
@@ -211,11 +215,14 @@ def find_vocatives(text: str, name: str) -> list[str]:
     capitalised as written (whisper writes names so; 'will' or 'bill' stay out)."""
     pattern = _name_pattern(name)
     lead = "|".join(re.escape(w) for w in sorted(ANSWERS + GREETINGS, key=len, reverse=True))
-    kinds = []
+    kinds, seen = [], set()
     for match in re.finditer(rf"(?:^|[.!?]\s+)(?:({lead})[,!]?\s+)?({pattern})(?=\s*[,.!?]|\s*$)", text, re.I):
         if match.group(2)[:1].isupper():
             kinds.append("answer" if (match.group(1) or "").lower() in ANSWERS else "greeting")
+            seen.add(match.start(2))
     for match in re.finditer(rf",\s*({pattern})(?=\s*[,.!?]|\s*$)", text):
+        if match.start(1) in seen:
+            continue
         sentence = re.split(r"[.!?]\s+", text[: match.start()])[-1].strip().lower()
         kinds.append("answer" if any(sentence.startswith(w) for w in (*ANSWERS, "not ")) else "greeting")
     return kinds
