@@ -1,0 +1,381 @@
+"""The reference adaptive temporal sampler: the frames of a clip the role-play model sees (the dynamic profile).
+
+``plan`` chooses frame times from a low-resolution motion profile (scenes.json's ``motion``, or one low-res
+ffmpeg decode by ``analyse``) without decoding anything else; ``sample`` then decodes only the chosen frames
+(``v60k.media.grab_frame``) as JPEG. The algorithm (docs/framework.md):
+
+1. budget: ``frame_budget`` — N grows with the square root of the clip's length (short clips denser),
+   at least ``min_frames``, at most ``max_frames`` (32 by default);
+2. every analysed frame of the clip is a candidate, except those within ``edge_guard_s`` of a cut;
+3. one frame per scene first (nearest the scene's motion-weighted middle; longest scenes first when the
+   budget is smaller than the scene count);
+4. then farthest-point sampling in *motion-weighted time*: each analysed step counts ``1 - w + w * score /
+   mean_score``, so high-motion spans are stretched and receive more frames;
+5. a candidate whose 64-bit dHash is within ``dup_distance`` bits of a chosen frame is never taken, so
+   near-duplicate spans give no extra frames (a static clip yields fewer than N);
+6. ties break towards the earlier time: the result is deterministic, in temporal order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from v60k.media import MediaError, grab_frame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAMES = 32
+DEFAULT_MIN_FRAMES = 4
+DEFAULT_DENSITY = 2.0  # N ≈ density * sqrt(seconds): 5 s → 5, 30 s → 11, 60 s → 16, 120 s → 22
+DEFAULT_WIDTH = 448
+DEFAULT_DUP_DISTANCE = 5  # Hamming bits of 64
+DEFAULT_MOTION_WEIGHT = 0.7
+ANALYSIS_FPS = 5.0
+ANALYSIS_WIDTH = 64
+CUT_SCORE = 40.0  # a luma change this large marks a cut when no scene list is given
+
+
+@dataclass
+class Motion:
+    """A motion profile: per analysed frame its time, luma change score (0-255) and 64-bit dHash."""
+
+    times_s: list[float]
+    scores: list[float]
+    dhash: list[int]
+    fps: float = ANALYSIS_FPS
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Motion:
+        """scenes.json's ``motion`` section (dhash as 16 hex digits)."""
+        times = [float(t) for t in data.get("times_s") or []]
+        scores = [float(s) for s in data.get("scores") or []]
+        hashes = [int(h, 16) if isinstance(h, str) else int(h) for h in data.get("dhash") or []]
+        if not (len(times) == len(scores) == len(hashes)):
+            raise ValueError(
+                f"motion profile lengths differ: {len(times)} times, {len(scores)} scores, "
+                f"{len(hashes)} hashes"
+            )
+        return cls(times, scores, hashes, float(data.get("fps") or ANALYSIS_FPS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fps": self.fps,
+            "times_s": self.times_s,
+            "scores": self.scores,
+            "dhash": [f"{h:016x}" for h in self.dhash],
+        }
+
+    def span(self, start_s: float, end_s: float) -> Motion:
+        """The analysed frames with ``start_s <= t < end_s``."""
+        keep = [i for i, t in enumerate(self.times_s) if start_s - 1e-6 <= t < end_s - 1e-6]
+        return Motion(
+            [self.times_s[i] for i in keep],
+            [self.scores[i] for i in keep],
+            [self.dhash[i] for i in keep],
+            self.fps,
+        )
+
+    def covers(self, start_s: float, end_s: float) -> bool:
+        """Whether the profile has analysed frames across the span (not just a corner of it)."""
+        inside = self.span(start_s, end_s).times_s
+        if not inside:
+            return False
+        period = 1.0 / self.fps if self.fps > 0 else 1.0
+        return inside[0] - start_s <= 2 * period + 0.05 and end_s - inside[-1] <= 2 * period + 0.05
+
+
+@dataclass(frozen=True)
+class PlannedFrame:
+    """A chosen frame: its time and its scene (given scenes, else cuts found in the motion profile)."""
+
+    t_s: float
+    scene_index: int | None
+
+
+@dataclass
+class SamplerSettings:
+    """The sampler's knobs (the sample stage's settings mirror them)."""
+
+    max_frames: int | None = None
+    min_frames: int = DEFAULT_MIN_FRAMES
+    density: float = DEFAULT_DENSITY
+    dup_distance: int = DEFAULT_DUP_DISTANCE
+    motion_weight: float = DEFAULT_MOTION_WEIGHT
+    edge_guard_s: float = 0.2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def hamming(a: int, b: int) -> int:
+    """Differing bits of two 64-bit hashes."""
+    return (a ^ b).bit_count()
+
+
+def dhash_of(gray: np.ndarray) -> int:
+    """64-bit difference hash of a luma image (9x8 area resize, left < right), as scenes.json computes it."""
+    import cv2
+
+    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def dhash_of_jpeg(data: bytes) -> int:
+    """The dHash of a JPEG image (for measuring near-duplicates among output frames)."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise ValueError("not a decodable image")
+    return dhash_of(image)
+
+
+def frame_budget(
+    duration_s: float,
+    max_frames: int | None = None,
+    *,
+    min_frames: int = DEFAULT_MIN_FRAMES,
+    density: float = DEFAULT_DENSITY,
+) -> int:
+    """How many frames a clip of ``duration_s`` gets: ``density * sqrt(duration)`` within [min, max]."""
+    cap = DEFAULT_MAX_FRAMES if max_frames is None else max_frames
+    if cap <= 0 or duration_s <= 0:
+        return 0
+    return max(1, min(cap, max(min_frames, math.ceil(density * math.sqrt(duration_s)))))
+
+
+def analyse(
+    path: str | Path, start_s: float, end_s: float, *, fps: float = ANALYSIS_FPS, width: int = ANALYSIS_WIDTH
+) -> Motion:
+    """One low-resolution luma decode of [start_s, end_s): the motion profile ``plan`` needs."""
+    from v60k.media import probe
+
+    info = probe(path)
+    if not getattr(info, "has_video", True) or not info.width or not info.height:
+        raise MediaError(f"{path} has no video stream", "no_video_stream")
+    out_w = min(width, int(info.width))
+    out_h = max(2, round(info.height * out_w / info.width / 2) * 2)
+    duration = max(0.0, end_s - start_s)
+    cmd = [
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "error",
+        "-ss",
+        f"{max(0.0, start_s):.6f}",
+        "-t",
+        f"{duration:.6f}",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-an",
+        "-sn",
+        "-vf",
+        f"fps={fps},scale={out_w}:{out_h}:flags=area,format=gray",
+        "-f",
+        "rawvideo",
+        "pipe:1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no detail"]
+        raise MediaError(f"ffmpeg could not decode {path}: {detail[0]}", "decode_failed")
+    frame_bytes = out_w * out_h
+    count = len(proc.stdout) // frame_bytes
+    frames = np.frombuffer(proc.stdout[: count * frame_bytes], dtype=np.uint8).reshape(count, out_h, out_w)
+    times, scores, hashes = [], [], []
+    previous: np.ndarray | None = None
+    for k in range(count):
+        t = start_s + k / fps
+        if t >= end_s:
+            break
+        gray = frames[k]
+        scores.append(
+            0.0 if previous is None else round(float(np.abs(gray.astype(np.int16) - previous).mean()), 3)
+        )
+        previous = gray.astype(np.int16)
+        times.append(round(t, 4))
+        hashes.append(dhash_of(gray))
+    return Motion(times, scores, hashes, fps)
+
+
+def _scene_spans(
+    motion: Motion, scenes: list[dict[str, Any]] | None, start_s: float, end_s: float
+) -> list[tuple[int | None, float, float]]:
+    """(scene_index, start, end) pieces of the clip: the given scenes clipped to it, or cuts from the scores."""
+    if scenes:
+        spans = []
+        for position, scene in enumerate(scenes):
+            lo, hi = max(start_s, float(scene["start_s"])), min(end_s, float(scene["end_s"]))
+            if hi > lo:
+                spans.append((int(scene.get("index", position)), lo, hi))
+        if spans:
+            return spans
+    scores = motion.scores
+    cuts = []
+    for i in range(1, len(scores)):
+        around = scores[max(1, i - 5) : i] + scores[i + 1 : i + 6]
+        typical = float(np.median(around)) if around else 0.0
+        if scores[i] >= CUT_SCORE and scores[i] >= 3 * typical:  # a spike, not sustained motion
+            cuts.append(motion.times_s[i])
+    bounds = [start_s, *cuts, end_s]
+    return [(i, lo, hi) for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)) if hi > lo]
+
+
+def plan(
+    start_s: float,
+    end_s: float,
+    max_frames: int | None = None,
+    *,
+    motion: Motion | dict[str, Any],
+    scenes: list[dict[str, Any]] | None = None,
+    settings: SamplerSettings | None = None,
+) -> list[PlannedFrame]:
+    """Choose frame times for [start_s, end_s) from a motion profile, without decoding (see module docstring)."""
+    settings = settings or SamplerSettings()
+    if isinstance(motion, dict):
+        motion = Motion.from_dict(motion)
+    if end_s <= start_s:
+        return []
+    cap = max_frames if max_frames is not None else settings.max_frames
+    budget = frame_budget(end_s - start_s, cap, min_frames=settings.min_frames, density=settings.density)
+    clip = motion.span(start_s, end_s)
+    if budget == 0 or not clip.times_s:
+        return []
+    spans = _scene_spans(clip, scenes, start_s, end_s)
+    times = np.asarray(clip.times_s)
+    scene_of = np.full(len(times), -1)
+    eligible = np.zeros(len(times), dtype=bool)
+    for position, (_, lo, hi) in enumerate(spans):
+        inside = (times >= lo - 1e-6) & (times < hi - 1e-6)
+        scene_of[inside] = position
+        guard = min(settings.edge_guard_s, (hi - lo) / 4)
+        eligible |= inside & (times >= lo + guard - 1e-6) & (times < hi - guard - 1e-6)
+        if not (eligible & inside).any():  # a very short scene: its middle frame anyway
+            members = np.flatnonzero(inside)
+            if members.size:
+                eligible[members[members.size // 2]] = True
+    # motion-weighted time: the first analysed frame of a scene carries the cut, not motion
+    scores = np.asarray(clip.scores, dtype=float)
+    starts = np.r_[True, scene_of[1:] != scene_of[:-1]]
+    scores[starts] = 0.0
+    mean = float(scores[~starts].mean()) if (~starts).any() and scores[~starts].mean() > 0 else 1.0
+    weight = min(max(settings.motion_weight, 0.0), 1.0)
+    mass = np.cumsum((1.0 - weight) + weight * scores / mean)
+    hashes = clip.dhash
+    chosen: list[int] = []
+
+    def duplicate(i: int) -> bool:
+        return any(hamming(hashes[i], hashes[c]) <= settings.dup_distance for c in chosen)
+
+    # 1) one frame per scene, longest scenes first, nearest the scene's motion-weighted middle
+    order = sorted(range(len(spans)), key=lambda p: (-(spans[p][2] - spans[p][1]), spans[p][1]))
+    for position in order:
+        if len(chosen) >= budget:
+            break
+        members = np.flatnonzero((scene_of == position) & eligible)
+        if not members.size:
+            continue
+        middle = (mass[members[0]] + mass[members[-1]]) / 2
+        for i in sorted(members, key=lambda m: (abs(mass[m] - middle), m)):
+            if not duplicate(int(i)):
+                chosen.append(int(i))
+                break
+    # 2) farthest-point sampling in motion-weighted time, never a near-duplicate
+    candidates = [i for i in np.flatnonzero(eligible) if i not in chosen]
+    while len(chosen) < budget and candidates:
+        if chosen:
+            picked = np.asarray(chosen)
+            distance = {i: float(np.abs(mass[picked] - mass[i]).min()) for i in candidates}
+        else:
+            middle = (mass[0] + mass[-1]) / 2
+            distance = {i: -abs(float(mass[i]) - middle) for i in candidates}
+        best = max(candidates, key=lambda i: (distance[i], -i))
+        candidates.remove(best)
+        if duplicate(best):
+            continue
+        chosen.append(int(best))
+        candidates = [i for i in candidates if not duplicate(i)]
+    return [PlannedFrame(float(times[i]), spans[scene_of[i]][0]) for i in sorted(chosen)]
+
+
+def sample(
+    path: str | Path,
+    start_s: float,
+    end_s: float,
+    max_frames: int | None = None,
+    *,
+    motion: Motion | dict[str, Any] | None = None,
+    scenes: list[dict[str, Any]] | None = None,
+    width: int | None = DEFAULT_WIDTH,
+    quality: int = 3,
+    settings: SamplerSettings | None = None,
+) -> list[tuple[float, bytes]]:
+    """Up to N frames of [start_s, end_s) of ``path`` as (t seconds, JPEG bytes), in temporal order.
+
+    ``motion`` / ``scenes``: scenes.json's ``motion`` and ``scenes`` (reused when they cover the clip;
+    otherwise one low-res decode computes the profile). ``width``: JPEG width (aspect kept; None = source).
+    A frame that cannot be grabbed is left out (logged); no frame at all raises ``MediaError``.
+    """
+    return [
+        (p.t_s, jpeg)
+        for p, jpeg in sample_planned(
+            path,
+            start_s,
+            end_s,
+            max_frames,
+            motion=motion,
+            scenes=scenes,
+            width=width,
+            quality=quality,
+            settings=settings,
+        )
+    ]
+
+
+def sample_planned(
+    path: str | Path,
+    start_s: float,
+    end_s: float,
+    max_frames: int | None = None,
+    *,
+    motion: Motion | dict[str, Any] | None = None,
+    scenes: list[dict[str, Any]] | None = None,
+    width: int | None = DEFAULT_WIDTH,
+    quality: int = 3,
+    settings: SamplerSettings | None = None,
+) -> list[tuple[PlannedFrame, bytes]]:
+    """``sample`` with each frame's plan (its scene index) kept."""
+    if isinstance(motion, dict):
+        motion = Motion.from_dict(motion)
+    if motion is None or not motion.covers(start_s, end_s):
+        motion = analyse(path, start_s, end_s)
+    chosen = plan(start_s, end_s, max_frames, motion=motion, scenes=scenes, settings=settings)
+    frames: list[tuple[PlannedFrame, bytes]] = []
+    failures: list[str] = []
+    for planned in chosen:
+        try:
+            frames.append((planned, grab_frame(path, planned.t_s, width=width, quality=quality)))
+        except MediaError as exc:
+            failures.append(f"{planned.t_s:.3f}s: {exc}")
+    if failures:
+        log.warning(
+            "%s: %d of %d frames could not be grabbed (%s)",
+            path,
+            len(failures),
+            len(chosen),
+            "; ".join(failures[:3]),
+        )
+    if chosen and not frames:
+        raise MediaError(
+            f"no frame of {path} [{start_s:.2f}, {end_s:.2f}) could be grabbed: {failures[0]}", "no_frame"
+        )
+    return frames
