@@ -40,7 +40,7 @@ class LLMSettings(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=5, ge=0)
     retry_base_s: float = Field(default=1.0, ge=0)  # first backoff; doubles per attempt, with full jitter
-    retry_max_s: float = Field(default=60.0, ge=0)  # cap of one wait (a longer Retry-After is still honoured)
+    retry_max_s: float = Field(default=60.0, ge=0)  # cap of one wait; a longer Retry-After ends the retries
     concurrency: int = Field(default=8, ge=1)  # requests in flight per worker
     temperature: float = 0.7
     max_tokens: int = Field(default=1024, ge=1)

@@ -77,7 +77,8 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, sl
                        on_attempt: Callable[[], None] | None = None,
                        give_up: Callable[[Exception], bool] | None = None) -> T:
     """Await ``call()``; on a retryable error wait and try again, at most ``policy.max_retries`` times
-    (``give_up(exc)`` true: raise at once)."""
+    (``give_up(exc)`` true: raise at once). A Retry-After longer than ``policy.max_s`` is not waited for: the
+    error is raised (transient) for a later run to retry."""
     attempt = 0
     while True:
         if on_attempt is not None:
@@ -88,5 +89,7 @@ async def with_retries(call: Callable[[], Awaitable[T]], policy: RetryPolicy, sl
             _, retryable, retry_after = classify(exc)
             if not retryable or attempt >= policy.max_retries or (give_up is not None and give_up(exc)):
                 raise
+            if retry_after is not None and retry_after > policy.max_s:
+                raise  # the server asks for a longer pause than one run should block: a later run retries
             await sleep(policy.delay(attempt, retry_after))
             attempt += 1
