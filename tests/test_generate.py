@@ -212,6 +212,10 @@ def test_a_refused_key_fails_the_video_as_an_endpoint_error(tmp_path, monkeypatc
             make_stage(video, llm_section(server, api_key_env="V60K_GEN_KEY")).process(video)
         assert caught.value.error_class == "llm_endpoint" and "auth" in str(caught.value)
         assert "sk-wrong" not in str(caught.value)
+        with pytest.raises(StageError) as caught:  # the Batch API upload is refused the same way
+            make_stage(video, llm_section(server, api_key_env="V60K_GEN_KEY"), batch=True).process(video)
+        assert caught.value.error_class == "llm_endpoint" and "Batch API: auth" in str(caught.value)
+        assert server.requests[-1] == ("POST", "/v1/files")
 
 
 def test_a_prompt_change_changes_the_fingerprint_and_repeats_only_what_it_affects(tmp_path, monkeypatch):

@@ -252,3 +252,19 @@ def test_batch_round_trip_matches_answers_by_custom_id_and_records_request_error
         assert totals.cost_usd == pytest.approx(0.5 * cost_usd(Usage(80, 10), 1.0, 2.0))
         client.batch = None
         assert ask(client, messages=[{"role": "user", "content": "one"}]).cached  # collected answers are cached
+
+
+def test_a_cached_answer_that_a_changed_validator_rejects_is_asked_for_again(openai_server, tmp_path):
+    openai_server.handler = lambda body: {"answer": "yes", "score": 12}
+
+    class Loose(BaseModel):  # the same JSON schema as ``Verdict`` (name included), without its validator
+        answer: str
+        score: int
+
+    Loose.__name__ = "Verdict"
+    client = make_client(openai_server, tmp_path)
+    assert ask(client, schema=Loose).parsed.score == 12
+    with pytest.raises(LLMError) as caught:  # the cache hit fails validation: asked again, and repaired once
+        ask(client, schema=Verdict)
+    assert caught.value.kind == "schema_violation" and "score must be 1-10" in caught.value.reason
+    assert openai_server.chat_requests == 3

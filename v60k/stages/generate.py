@@ -282,18 +282,19 @@ class Generate(Stage):
                 out["dialogues"].append({"clip_id": clip.clip_id, "character": turns[-1]["speaker"],
                                          "generation_type": "raw_lines", "generator": RAW_GENERATOR,
                                          "prompt_version": None, "turns": turns})
-        if self.llm.enabled:
+        if self.llm.enabled and usable:
             self.setup()
             before = self.client.meter.snapshot()
             try:
                 asyncio.run(self._generate(video, usable, out))
             finally:
                 out["usage"] = (self.client.meter.snapshot() - before).to_dict()
-        else:
+        elif not self.llm.enabled:
             for clip in usable:
                 out["summaries"][clip.clip_id] = {"text": extractive_summary(clip.attributed),
                                                   "generation_type": "extractive", "generator": RAW_GENERATOR,
                                                   "prompt_version": None}
+        if not out["usage"]:
             out["usage"] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0, "cost_usd": 0.0}
         out["dialogues"] = self._numbered(out["dialogues"], [c.clip_id for c in clips])
         write_json(paths.generation_json, out)
@@ -333,7 +334,7 @@ class Generate(Stage):
         session = None
         if self.settings.batch:
             session = BatchSession(client, self.workdir.batches_dir, video.video_id, api=self.settings.batch_api)
-            await session.collect(self.settings.batch_wait_s, self.settings.batch_poll_s)
+            await _batch_call(session.collect(self.settings.batch_wait_s, self.settings.batch_poll_s))
             client.batch = session
         problems = _Problems()
         try:
@@ -378,7 +379,7 @@ class Generate(Stage):
                                          "generator": result.model or self.llm.model,
                                          "prompt_version": self.dialogue_prompt.version, "turns": turns})
             if session is not None and (session.queued or problems.pending):
-                submitted = await session.submit()
+                submitted = await _batch_call(session.submit())
                 waiting = len(session.waiting)
                 raise StageError(f"{waiting} request(s) wait for batch results ({submitted or 'submitted earlier'}); "
                                  "`v60k retry --stage generate` then `v60k generate --batch` collects them",
@@ -403,6 +404,23 @@ class Generate(Stage):
                                              end_s=f"{clip.record['end_s']:.1f}",
                                              transcript=transcript_text(clip.lines),
                                              exchanges=self.settings.dialogue_exchanges)
+
+
+async def _batch_call(call: Any) -> Any:
+    """Await a Batch API call (upload, create, retrieve, download); its errors as classified stage errors."""
+    import openai
+
+    from v60k.backends.llm.retry import classify
+
+    try:
+        return await call
+    except openai.OpenAIError as exc:
+        kind, retryable, _ = classify(exc)
+        message = f"Batch API: {kind}: {getattr(exc, 'message', None) or exc}"
+        if kind in ("auth", "not_found"):
+            raise StageError(message, error_class="llm_endpoint") from None
+        raise StageError(message, error_class="llm_transient" if retryable else "batch_error",
+                         transient=retryable) from None
 
 
 class _Problems:

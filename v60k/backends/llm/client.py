@@ -114,10 +114,14 @@ class LLMClient:
         """One answer (validated against ``schema`` when given); ``params`` override model, temperature, ..."""
         key, model, merged = self.prepare(messages, schema, **params)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            self.meter.add(Usage(), cached=1)
-            parsed = parse_answer(hit["content"], schema) if schema is not None else None
-            return ChatResult(hit["content"], parsed, Usage(**hit.get("usage", {})), True, hit.get("finish_reason"),
-                              hit.get("model"), 0)
+            try:  # a validator may have changed without the JSON schema: then the answer is asked for again
+                parsed = parse_answer(hit["content"], schema) if schema is not None else None
+            except InvalidAnswer:
+                hit = None
+            if hit is not None:
+                self.meter.add(Usage(), cached=1)
+                return ChatResult(hit["content"], parsed, Usage(**hit.get("usage", {})), True,
+                                  hit.get("finish_reason"), hit.get("model"), 0)
         if self.batch is not None:
             result = self.batch.resolve(key, model, messages, merged, schema)
         else:
