@@ -39,7 +39,8 @@ DEFAULT_DUP_DISTANCE = 5  # Hamming bits of 64
 DEFAULT_MOTION_WEIGHT = 0.7
 ANALYSIS_FPS = 5.0
 ANALYSIS_WIDTH = 64
-CUT_SCORE = 40.0  # a luma change this large marks a cut when no scene list is given
+CUT_SCORE = 40.0  # without a scene list, a luma change this large ...
+CUT_JUMP = 1.5  # ... and this many times the previous second's largest marks a cut
 
 
 @dataclass
@@ -222,9 +223,8 @@ def _scene_spans(
     scores = motion.scores
     cuts = []
     for i in range(1, len(scores)):
-        around = scores[max(1, i - 5) : i] + scores[i + 1 : i + 6]
-        typical = float(np.median(around)) if around else 0.0
-        if scores[i] >= CUT_SCORE and scores[i] >= 3 * typical:  # a spike, not sustained motion
+        before = max(scores[max(1, i - 5) : i], default=0.0)
+        if scores[i] >= CUT_SCORE and scores[i] >= CUT_JUMP * before:  # a jump, not sustained motion
             cuts.append(motion.times_s[i])
     bounds = [start_s, *cuts, end_s]
     return [(i, lo, hi) for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)) if hi > lo]
