@@ -21,7 +21,8 @@ SAMPLE_RATE = 16000
 MEL_HOP_S = 0.01  # resemblyzer: 10 ms mel frames
 WINDOW_FRAMES = 160  # resemblyzer's partial utterance: 1.6 s
 VAD_FRAME_S = 0.03
-MAX_UNITS = 4000  # long films get longer units: the clustering's distance matrix stays ~100 MB
+MAX_UNITS = 3000  # long films get longer units: the clustering's distance matrices stay ~70 MB each
+BLOCK_S = 120.0  # spectral features are computed block by block: a feature film never needs GBs at once
 ENCODER_BATCH = 256
 
 
@@ -125,7 +126,7 @@ class EmbeddingDiarizer:
     def _mel(self, audio: np.ndarray) -> np.ndarray:
         from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
 
-        return wav_to_mel_spectrogram(normalize_volume(audio, -30, increase_only=True))
+        return in_blocks(normalize_volume(audio, -30, increase_only=True), wav_to_mel_spectrogram)
 
     def _embed_windows(self, mel: np.ndarray, starts: list[int]) -> np.ndarray:
         import torch
@@ -302,6 +303,20 @@ def split_regions(regions: list[tuple[float, float]], chunk_s: float) -> list[Un
     return units
 
 
+def in_blocks(audio: np.ndarray, features: Any, block_s: float = BLOCK_S) -> np.ndarray:
+    """``features(audio)`` (frames on axis 0, 10 ms hop, centred) computed on blocks of ``block_s`` and joined
+    so that frame i still sits at i × 10 ms."""
+    hop = int(SAMPLE_RATE * MEL_HOP_S)
+    block = int(block_s * SAMPLE_RATE) // hop * hop
+    if len(audio) <= block:
+        return features(audio)
+    parts = []
+    for start in range(0, len(audio), block):
+        out = features(audio[start : start + block])
+        parts.append(out[: block // hop] if start + block < len(audio) else out)
+    return np.concatenate(parts)
+
+
 def pitch_track(audio: np.ndarray) -> tuple[np.ndarray, float]:
     """F0 in semitones relative to 100 Hz per 10 ms frame (NaN where unvoiced or quiet): YIN plus an energy gate."""
     import librosa
@@ -309,10 +324,17 @@ def pitch_track(audio: np.ndarray) -> tuple[np.ndarray, float]:
     hop = int(SAMPLE_RATE * MEL_HOP_S)
     if len(audio) < 2048:
         return np.full(max(1, len(audio) // hop), np.nan), MEL_HOP_S
-    f0 = librosa.yin(audio, fmin=65, fmax=500, sr=SAMPLE_RATE, frame_length=1024, hop_length=hop)
-    rms = librosa.feature.rms(y=audio, frame_length=1024, hop_length=hop)[0]
-    size = min(len(f0), len(rms))
-    f0, rms = f0[:size], rms[:size]
+
+    def f0_and_rms(piece: np.ndarray) -> np.ndarray:
+        if len(piece) < 2048:
+            piece = np.pad(piece, (0, 2048 - len(piece)))
+        f0 = librosa.yin(piece, fmin=65, fmax=500, sr=SAMPLE_RATE, frame_length=1024, hop_length=hop)
+        rms = librosa.feature.rms(y=piece, frame_length=1024, hop_length=hop)[0]
+        size = min(len(f0), len(rms))
+        return np.stack([f0[:size], rms[:size]], axis=1)
+
+    track = in_blocks(audio, f0_and_rms)
+    f0, rms = track[:, 0], track[:, 1]
     loud = rms > max(1e-4, 0.3 * float(np.median(rms[rms > 1e-4])) if np.any(rms > 1e-4) else 1e-4)
     voiced = loud & (f0 > 70) & (f0 < 480)
     return np.where(voiced, 12.0 * np.log2(np.maximum(f0, 1.0) / 100.0), np.nan), MEL_HOP_S
