@@ -71,8 +71,17 @@ def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
         return (fmt.get("json_schema") or {}).get("schema")
-    if fmt.get("type") == "json_object":
-        return fmt.get("schema")
+    if fmt.get("type") == "json_object" and fmt.get("schema") is not None:
+        return fmt["schema"]
+    if fmt.get("type") == "json_object":  # JSON mode: the schema the client put in the system message
+        for message in body.get("messages", []):
+            text = message.get("content") if isinstance(message.get("content"), str) else ""
+            marker = text.rfind("follows this JSON schema:\n")
+            if marker >= 0:
+                try:
+                    return json.loads(text[marker + len("follows this JSON schema:\n"):])
+                except json.JSONDecodeError:
+                    return None
     return None
 
 
@@ -217,8 +226,9 @@ class OpenAIServer:
 
     def answer(self, body: dict[str, Any], *, sleep: bool = True) -> tuple[int, dict[str, Any], dict[str, str]]:
         """(status, JSON payload, extra headers) for one chat completion request."""
-        fmt = (body.get("response_format") or {}).get("type")
-        form = "json_schema" if fmt == "json_schema" else "json_object_schema" if request_schema(body) else fmt
+        fmt = body.get("response_format") or {}
+        form = {"json_schema": "json_schema", "json_object": "json_object_schema" if "schema" in fmt else "json_mode"
+                }.get(fmt.get("type"), fmt.get("type"))
         if form in self.reject_forms:
             return 500, _error(f"response_format {form!r} is not supported", "internal_server_error"), {}
         fault = self._take_fault(body)

@@ -268,3 +268,12 @@ def test_a_cached_answer_that_a_changed_validator_rejects_is_asked_for_again(ope
         ask(client, schema=Verdict)
     assert caught.value.kind == "schema_violation" and "score must be 1-10" in caught.value.reason
     assert openai_server.chat_requests == 3
+
+
+def test_json_mode_carries_the_schema_in_the_prompt_and_is_validated(openai_server, tmp_path):
+    client = make_client(openai_server, tmp_path, schema_mode="json_mode")  # the default handler: a schema example
+    result = ask(client)
+    assert result.parsed == Verdict(answer="text", score=1)
+    body = openai_server.chat_bodies[0]
+    assert body["response_format"] == {"type": "json_object"} and body["messages"][1] == MESSAGES[1]
+    assert body["messages"][0]["content"].startswith("Judge.\n\nAnswer with one JSON object only")
