@@ -190,6 +190,21 @@ def test_four_voices_with_two_alike_males_and_a_larger_cast() -> None:
         assert cluster_purity([t.to_dict() for t in result.turns], reference) >= 0.95
 
 
+def test_features_in_blocks_keep_the_time_axis() -> None:
+    """Long audio is analysed in blocks; frame i must still be at i x 10 ms (only block edges may differ)."""
+    from resemblyzer.audio import wav_to_mel_spectrogram
+
+    from v60k.backends.diarization.embeddings import in_blocks
+
+    _, video, _ = speech_episode("two")
+    with wave.open(str(video.paths.audio_wav)) as wav:
+        audio = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).astype(np.float32) / 32768
+    whole = wav_to_mel_spectrogram(audio)
+    blocked = in_blocks(audio, wav_to_mel_spectrogram, block_s=7.0)
+    assert blocked.shape == whole.shape
+    assert np.mean(np.abs(blocked - whole) < 1e-4) > 0.99
+
+
 def test_diarization_document_follows_the_contract() -> None:
     _, video, truth = diarized_episode("two")
     document = read_json(video.paths.diarization_json)
