@@ -1,0 +1,371 @@
+"""export-sft: LLaMA-Factory sharegpt and TRL conversations from small shards built with pyarrow."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from v60k.cli.sft_cmds import register
+from v60k.framework.sft import IMAGE_TOKEN, ExportError, ExportSettings, export_sft
+
+FRAME = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+TURN = pa.struct([("role", pa.string()), ("speaker", pa.string()), ("text", pa.string())])
+SCHEMAS = {
+    "videos": pa.schema([("video_id", pa.string()), ("series", pa.string()), ("split", pa.string())]),
+    "utterances": pa.schema(
+        [
+            ("utterance_id", pa.string()),
+            ("video_id", pa.string()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("text", pa.string()),
+            ("character", pa.string()),
+            ("split", pa.string()),
+        ]
+    ),
+    "clips": pa.schema(
+        [
+            ("clip_id", pa.string()),
+            ("video_id", pa.string()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("frame_times_s", pa.list_(pa.float64())),
+            ("frames", pa.list_(FRAME)),
+            ("summary", pa.string()),
+            ("split", pa.string()),
+        ]
+    ),
+    "dialogues": pa.schema(
+        [
+            ("dialogue_id", pa.string()),
+            ("clip_id", pa.string()),
+            ("video_id", pa.string()),
+            ("character", pa.string()),
+            ("generation_type", pa.string()),
+            ("generator", pa.string()),
+            ("turns", pa.list_(TURN)),
+            ("split", pa.string()),
+        ]
+    ),
+}
+
+
+def jpeg(shade: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 16), (shade, 255 - shade, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def write_shards(root: Path, rows: dict[str, list[dict[str, Any]]]) -> Path:
+    """data/<table>/<split>-00000-of-00001.parquet per table and split (empty tables for listed empty splits)."""
+    for table, table_rows in rows.items():
+        splits = sorted({r["split"] for r in table_rows}) or ["validation"]
+        for split in splits:
+            part = [r for r in table_rows if r["split"] == split]
+            path = root / "data" / table / f"{split}-00000-of-00001.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(part, schema=SCHEMAS[table]), path)
+    return root
+
+
+def turn(role: str, speaker: str, text: str) -> dict[str, str]:
+    return {"role": role, "speaker": speaker, "text": text}
+
+
+def clip(
+    clip_id: str,
+    video_id: str,
+    split: str,
+    start: float,
+    frames: list[tuple[float, bytes]] | None,
+    summary: str | None = "Ross and Monica argue about the couch.",
+) -> dict[str, Any]:
+    frames = frames or []
+    return {
+        "clip_id": clip_id,
+        "video_id": video_id,
+        "start_s": start,
+        "end_s": start + 30.0,
+        "frame_times_s": [t for t, _ in frames],
+        "frames": [{"bytes": data, "path": f"{clip_id}-{i}.jpg"} for i, (_, data) in enumerate(frames)],
+        "summary": summary,
+        "split": split,
+    }
+
+
+def corpus(root: Path, *, with_frames: bool = True, bad_frame: bool = False) -> Path:
+    # frames deliberately stored out of temporal order: the export sorts them
+    frames = [(12.0, jpeg(200)), (3.0, jpeg(10)), (7.5, jpeg(90))] if with_frames else None
+    if bad_frame and frames:
+        frames.append((9.0, b"not a jpeg at all"))
+    utterances = [
+        {
+            "utterance_id": "v1-L0000",
+            "video_id": "v1",
+            "start_s": 2.0,
+            "end_s": 3.0,
+            "split": "train",
+            "character": "Ross",
+            "text": "We were on a break, and everybody knows it.",
+        },
+        {
+            "utterance_id": "v1-L0001",
+            "video_id": "v1",
+            "start_s": 35.0,
+            "end_s": 36.0,
+            "split": "train",
+            "character": "Ross",
+            "text": "Pivot! Pivot! Pivot the couch up the stairs.",
+        },
+        {
+            "utterance_id": "v1-L0002",
+            "video_id": "v1",
+            "start_s": 40.0,
+            "end_s": 41.0,
+            "split": "train",
+            "character": "Monica",
+            "text": "Welcome to the real world, it sucks.",
+        },
+        {
+            "utterance_id": "v9-L0000",
+            "video_id": "v9",
+            "start_s": 1.0,
+            "end_s": 2.0,
+            "split": "validation",
+            "character": "Phoebe",
+            "text": "Smelly cat, smelly cat, what are they feeding you?",
+        },
+        {
+            "utterance_id": "v9-L0001",
+            "video_id": "v9",
+            "start_s": 50.0,
+            "end_s": 51.0,
+            "split": "validation",
+            "character": "Phoebe",
+            "text": "I wish I could, but I don't want to.",
+        },
+    ]
+    dialogues = [
+        {
+            "dialogue_id": "v1-c000-d00",
+            "clip_id": "v1-c000",
+            "video_id": "v1",
+            "character": "Ross",
+            "generation_type": "raw_lines",
+            "generator": "v60k",
+            "split": "train",
+            "turns": [
+                turn("user", "Monica", "Where were you?"),
+                turn("user", "Monica", "Answer me."),
+                turn("character", "Ross", "We were on a break, and everybody knows it."),
+                turn("user", "Monica", "Fine."),
+                turn("character", "Ross", "Fine!"),
+                turn("user", "Monica", "(trailing user turn)"),
+            ],
+        },
+        {
+            "dialogue_id": "v1-c001-d00",
+            "clip_id": "v1-c001",
+            "video_id": "v1",
+            "character": "Ross",
+            "generation_type": "raw_lines",
+            "generator": "v60k",
+            "split": "train",
+            "turns": [
+                turn("character", "Ross", "Pivot! Pivot! Pivot the couch up the stairs."),
+                turn("user", "Chandler", "Shut up!"),
+                turn("character", "Ross", "Okay."),
+            ],
+        },
+        {
+            "dialogue_id": "v9-c000-d00",
+            "clip_id": "v9-c000",
+            "video_id": "v9",
+            "character": "Phoebe",
+            "generation_type": "llm",
+            "generator": "gpt-4o-mini",
+            "split": "validation",
+            "turns": [
+                turn("user", "Joey", "Sing something."),
+                turn("character", "Phoebe", "Smelly cat, smelly cat, what are they feeding you?"),
+            ],
+        },
+    ]
+    clips = [
+        clip("v1-c000", "v1", "train", 0.0, frames),
+        clip("v1-c001", "v1", "train", 30.0, frames),
+        clip("v9-c000", "v9", "validation", 0.0, frames, summary=None),
+    ]
+    videos = [
+        {"video_id": "v1", "series": "Friends", "split": "train"},
+        {"video_id": "v9", "series": "Friends Again", "split": "validation"},
+    ]
+    return write_shards(
+        root, {"videos": videos, "utterances": utterances, "clips": clips, "dialogues": dialogues}
+    )
+
+
+def check_llamafactory(record: dict[str, Any], out: Path) -> None:
+    """What LLaMA-Factory's converter and mm_plugin require of a sharegpt record."""
+    messages = record["messages"]
+    assert messages[0]["role"] == "system"
+    rest = messages[1:]
+    assert len(rest) % 2 == 0 and rest
+    for position, message in enumerate(rest):
+        assert message["role"] == ("user" if position % 2 == 0 else "assistant")
+    images = record.get("images", [])
+    assert sum(m["content"].count(IMAGE_TOKEN) for m in messages) == len(images)
+    for image in images:
+        assert (out / image).is_file()
+
+
+def load(out: Path, fmt: str, split: str) -> list[dict[str, Any]]:
+    if fmt == "llamafactory":
+        return json.loads((out / "llamafactory" / f"{split}.json").read_text())
+    return [json.loads(line) for line in (out / "trl" / f"{split}.jsonl").read_text().splitlines()]
+
+
+def test_both_formats_with_frames_in_temporal_order(tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    summary = export_sft(corpus(tmp_path / "corpus"), out)
+    assert not summary.text_only
+    train = load(out, "llamafactory", "train")
+    assert len(train) == 2
+    for record in train:
+        check_llamafactory(record, out)
+        assert len(record["images"]) == 3
+        times = [int(Path(p).stem.split("_")[1]) for p in record["images"]]
+        assert times == [3000, 7500, 12000]
+        shades = [Image.open(out / p).convert("RGB").getpixel((12, 8))[0] for p in record["images"]]
+        assert shades[0] < shades[1] < shades[2]  # the pixels, not just the names, are in temporal order
+        assert record["messages"][1]["content"].startswith(IMAGE_TOKEN * 3)
+    first, second = train
+    system = first["messages"][0]["content"]
+    assert "You are Ross from Friends" in system and "argue about the couch" in system
+    # the persona quotes Ross's lines from elsewhere, never the conversation's own answers
+    assert "Pivot the couch" in system and "on a break" not in system
+    assert "on a break" in second["messages"][0]["content"]
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert "Monica: Where were you?\nMonica: Answer me." in first["messages"][1]["content"]
+    assert second["messages"][1]["content"].endswith("Stay in character.)")  # opened by the character
+    trl = load(out, "trl", "train")
+    for trl_record, lf_record in zip(trl, train, strict=True):
+        parts = [p for m in trl_record["messages"] for p in m["content"]]
+        assert sum(p["type"] == "image" for p in parts) == len(trl_record["images"]) == 3
+        assert trl_record["images"] == lf_record["images"]
+        texts = [next(p["text"] for p in m["content"] if p["type"] == "text") for m in trl_record["messages"]]
+        assert texts == [m["content"].replace(IMAGE_TOKEN, "") for m in lf_record["messages"]]
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert set(info) == {"v60k_roleplay_train", "v60k_roleplay_validation"}
+    entry = info["v60k_roleplay_train"]
+    assert entry["formatting"] == "sharegpt" and entry["columns"] == {
+        "messages": "messages",
+        "images": "images",
+    }
+    assert entry["tags"]["system_tag"] == "system" and (out / entry["file_name"]).is_file()
+    # splits follow the shards; validation's character is absent from train: persona from its own split
+    validation = load(out, "llamafactory", "validation")
+    assert len(validation) == 1
+    assert "I wish I could" in validation[0]["messages"][0]["content"]
+    assert "Smelly cat" not in validation[0]["messages"][0]["content"]
+    assert "split 'test' is absent from the shards" in summary.notes
+    assert summary.splits["train"].with_frames == 2 and summary.splits["train"].images == 6
+    assert json.loads((out / "export_summary.json").read_text())["splits"]["train"]["conversations"] == 2
+
+
+def test_shards_without_frames_export_text_only_and_say_so(tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    summary = export_sft(corpus(tmp_path / "corpus", with_frames=False), out)
+    assert summary.text_only and any("text-only" in note for note in summary.notes)
+    for record in load(out, "llamafactory", "train"):
+        check_llamafactory(record, out)
+        assert "images" not in record
+    assert all(r["images"] == [] for r in load(out, "trl", "train"))
+    info = json.loads((out / "dataset_info.json").read_text())
+    assert "images" not in info["v60k_roleplay_train"]["columns"]
+    assert not (out / "images").exists()
+    assert summary.splits["train"].text_only == 2
+
+
+def test_bad_input_is_explained_not_fatal(tmp_path: Path) -> None:
+    root = corpus(tmp_path / "corpus", bad_frame=True)
+    # a character with no lines anywhere else, a dialogue without character turns, an empty test split
+    extra = [
+        {
+            "dialogue_id": "v1-c000-d01",
+            "clip_id": "v1-c000",
+            "video_id": "v1",
+            "character": "Gunther",
+            "generation_type": "raw_lines",
+            "generator": "v60k",
+            "split": "train",
+            "turns": [turn("user", "Rachel", "Coffee?"), turn("character", "Gunther", "Yes.")],
+        },
+        {
+            "dialogue_id": "v1-c000-d02",
+            "clip_id": "v1-c000",
+            "video_id": "v1",
+            "character": "Ross",
+            "generation_type": "raw_lines",
+            "generator": "v60k",
+            "split": "train",
+            "turns": [turn("user", "Monica", "Hello?")],
+        },
+    ]
+    train_path = root / "data" / "dialogues" / "train-00000-of-00001.parquet"
+    rows = pq.read_table(train_path).to_pylist() + extra
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS["dialogues"]), train_path)
+    pq.write_table(
+        pa.Table.from_pylist([], schema=SCHEMAS["dialogues"]),
+        root / "data" / "dialogues" / "test-00000-of-00001.parquet",
+    )
+    out = tmp_path / "sft"
+    summary = export_sft(root, out, ExportSettings(max_frames=None))
+    notes = " | ".join(summary.notes)
+    assert "3 frame(s) could not be decoded" in notes  # one per clip
+    assert "'Gunther' has no lines" in notes
+    assert "split 'test' has no usable dialogues" in notes
+    assert summary.splits["train"].skipped == {"no_character_turns": 1}
+    train = load(out, "llamafactory", "train")
+    assert len(train) == 3
+    for record in train:
+        check_llamafactory(record, out)
+        assert len(record["images"]) == 3  # the undecodable frame is left out, tokens follow
+    gunther = next(r for r in train if "Gunther" in r["messages"][0]["content"])
+    assert "has said" not in gunther["messages"][0]["content"]
+    assert not (out / "llamafactory" / "test.json").exists()
+    assert "v60k_roleplay_test" not in json.loads((out / "dataset_info.json").read_text())
+
+
+def test_max_frames_keeps_an_even_temporal_subset(tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    export_sft(corpus(tmp_path / "corpus"), out, ExportSettings(max_frames=2))
+    for record in load(out, "llamafactory", "train"):
+        check_llamafactory(record, out)
+        times = [int(Path(p).stem.split("_")[1]) for p in record["images"]]
+        assert len(times) == 2 and times == sorted(times)
+
+
+def test_cli_prints_the_summary_and_explains_a_missing_corpus(tmp_path: Path) -> None:
+    group = click.Group()
+    register(group)
+    runner = CliRunner()
+    root = corpus(tmp_path / "corpus", with_frames=False)
+    result = runner.invoke(group, ["export-sft", "--shards", str(root), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "train: 2 conversations" in result.output and "text-only" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(group, ["export-sft", "--shards", str(empty), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 1 and "no dialogue shards" in result.output
+    with pytest.raises(ExportError):
+        export_sft(empty, tmp_path / "o3")
