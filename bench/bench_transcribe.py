@@ -1,10 +1,11 @@
-"""transcribe on a generated two-speaker episode (espeak-ng voices, known lines, cast of two).
+"""transcribe on generated episodes (espeak-ng voices, known lines and cast).
 
-Figures: the transcribe stage's wall time (audio extraction, faster-whisper tiny.en int8, guards, transcript.json)
-against calling faster-whisper directly on the same extracted audio with the same settings (each model loaded
-once; best of 3 runs, interleaved; goal ≤ 1.1×), the stage's real-time factor, and the word error rate with and
-without the cast as the decoder prompt (goals ≤ 0.20 and ≤ 0.30); the real jfk.flac's WER when ../shared/media
-is present.
+Figures: the transcribe stage's wall time on the two-speaker episode (audio extraction, faster-whisper tiny.en
+int8, guards, transcript.json) against calling faster-whisper directly on the same extracted audio with the same
+settings (each model loaded once; best of 5 runs, interleaved; goal ≤ 1.1×), the stage's real-time factor, and
+the word error rate over three episodes (two speakers, three speakers, uncommon names) with the cast prompt
+(the stage's default, fallback included) and without a cast list (goals ≤ 0.20 and ≤ 0.30); the real
+jfk.flac's WER when ../shared/media is present.
 """
 
 from __future__ import annotations
@@ -15,14 +16,27 @@ from pathlib import Path
 from bench.common import Row, scratch, timed
 from v60k.backends.asr import cast_prompt
 from v60k.backends.asr.faster_whisper import FasterWhisperBackend
+from v60k.backends.asr.guards import speech_regions
 from v60k.backends.asr.metrics import word_error_rate
-from v60k.samples import build_episode, two_speaker_spec
+from v60k.media import extract_audio
+from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import StageContext, Video
-from v60k.stages.transcribe import Transcribe, TranscribeSettings
+from v60k.stages.transcribe import Transcribe, TranscribeSettings, read_wav
 from v60k.workdir import WorkDir, read_json
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+def uncommon_names_spec() -> EpisodeSpec:
+    """Names tiny.en has little reason to spell right unprompted."""
+    lines = [Line("Phoebe", "Chandler, did you see my guitar anywhere in the kitchen?"),
+             Line("Chandler", "No Phoebe, but Gunther might know. He cleaned up after the party."),
+             Line("Phoebe", "I will ask Gunther later. Chandler, you look pale today."),
+             Line("Chandler", "Thanks Phoebe. I did not sleep, my neighbour played drums all night."),
+             Line("Phoebe", "Poor Chandler. Come with me, I will make you some tea.")]
+    speakers = [Speaker("Phoebe", "en-us+f3", 70, 165), Speaker("Chandler", "en-us+m3", 30, 145)]
+    return EpisodeSpec(name="bench-uncommon", speakers=speakers, lines=lines, cast=["Phoebe", "Chandler", "Gunther"])
 
 
 def _video(workdir: WorkDir, video_id: str, source: Path, cast: list[str]) -> Video:
@@ -42,7 +56,6 @@ def run() -> list[Row]:
     workdir = WorkDir(root / "work").create()
     episode = build_episode(two_speaker_spec("bench-transcribe"), root / "media")
     cast = list(episode.truth["cast"])
-    reference = " ".join(line["text"] for line in episode.truth["lines"])
     audio_s = episode.truth["duration_s"]
 
     settings = TranscribeSettings(cpu_threads=2)
@@ -61,24 +74,41 @@ def run() -> list[Row]:
 
     call_directly()
     stage_s = direct_s = float("inf")
-    for _ in range(3):
+    for _ in range(5):
         stage_s = min(stage_s, timed(lambda: stage.process(video))[0])
         direct_s = min(direct_s, timed(call_directly)[0])
-    with_cast = word_error_rate(reference, _stage_text(video))
+    extract_s = timed(lambda: extract_audio(episode.path, root / "extract.wav"), repeat=3)[0]
+    samples = read_wav(video.paths.audio_wav)
+    vad_s = timed(lambda: speech_regions(samples), repeat=3)[0]
 
     no_cast = Transcribe(settings.model_copy(update={"cast_prompt": False}), StageContext(workdir))
     no_cast._backend = stage.backend  # the same loaded model
-    plain = _video(workdir, "ep-no-cast", episode.path, cast)
-    no_cast.process(plain)
-    without_cast = word_error_rate(reference, _stage_text(plain))
+    errors: dict[str, list[float]] = {"cast": [], "plain": []}
+    fallbacks = 0
+    others = [(spec, build_episode(spec, root / "media")) for spec in (three_speaker_spec("bench-three"),
+                                                                        uncommon_names_spec())]
+    for spec, other in [(None, episode), *others]:
+        truth_text = " ".join(line["text"] for line in other.truth["lines"])
+        name = other.path.stem
+        prompted = video if spec is None else _video(workdir, name, other.path, list(other.truth["cast"]))
+        if spec is not None:
+            fallbacks += bool(stage.process(prompted).metrics["cast_prompt_fallback"])
+        plain = _video(workdir, f"{name}-no-cast", other.path, [])
+        no_cast.process(plain)
+        errors["cast"].append(word_error_rate(truth_text, _stage_text(prompted)))
+        errors["plain"].append(word_error_rate(truth_text, _stage_text(plain)))
 
     rows = [
         Row("transcribe", "stage wall time / direct faster-whisper", round(stage_s / direct_s, 3), "x",
             f"direct {direct_s:.2f} s, stage {stage_s:.2f} s", "<= 1.1"),
+        Row("transcribe", "stage overhead: audio extraction + guard VAD", round(extract_s + vad_s, 3), "s",
+            f"extract {extract_s:.2f} s, VAD {vad_s:.2f} s", ""),
         Row("transcribe", "stage RTF (tiny.en int8, 2 threads)", round(stage_s / audio_s, 4), "x",
             f"{audio_s:.0f} s of audio", ""),
-        Row("transcribe", "WER with the cast prompt", round(with_cast, 3), "", "generated episode", "<= 0.20"),
-        Row("transcribe", "WER without a cast list", round(without_cast, 3), "", "generated episode", "<= 0.30"),
+        Row("transcribe", "WER with the cast prompt (mean)", round(sum(errors["cast"]) / 3, 3), "",
+            "/".join(f"{e:.3f}" for e in errors["cast"]) + f", {fallbacks} fallback", "<= 0.20"),
+        Row("transcribe", "WER without a cast list (mean)", round(sum(errors["plain"]) / 3, 3), "",
+            "/".join(f"{e:.3f}" for e in errors["plain"]), "<= 0.30"),
     ]
     jfk = SHARED / "jfk.flac"
     if jfk.exists():

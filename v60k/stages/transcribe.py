@@ -41,7 +41,7 @@ class TranscribeSettings(StageSettings):
     languages: list[str] | None = Field(None, description="keep only these detected languages (others skip)")
     cast_prompt: bool = Field(True, description="the cast names as the decoder's initial prompt")
     cast_hotwords: bool = Field(False, description="the cast names as faster-whisper hotwords as well")
-    prompt_fallback_s: float = Field(1.0, ge=0, description="re-decode without the cast prompt when the prompted "
+    prompt_fallback_s: float = Field(2.0, ge=0, description="re-decode without the cast prompt when the prompted "
                                                             "transcript leaves this much VAD speech (nearly) "
                                                             "without words; the fuller transcript is kept")
     min_audio_s: float = Field(1.0, ge=0)
@@ -128,12 +128,12 @@ class Transcribe(Stage):
         started = time.perf_counter()
         transcript = self.backend.transcribe(
             str(paths.audio_wav), language=language_hint,
-            initial_prompt=names if s.cast_prompt else None, hotwords=names if s.cast_hotwords else None,
+            initial_prompt=names if s.cast_prompt else None, hotwords=names if s.cast_hotwords else None, audio=audio,
         )
         regions = speech_regions(audio) if transcript.segments else []
         fallback = False
         if transcript.prompted_with_cast and undertranscribed_speech_s(transcript, regions) >= max(s.prompt_fallback_s, 1e-9):
-            plain = self.backend.transcribe(str(paths.audio_wav), language=language_hint)
+            plain = self.backend.transcribe(str(paths.audio_wav), language=language_hint, audio=audio)
             fallback = undertranscribed_speech_s(plain, regions) < undertranscribed_speech_s(transcript, regions)
             transcript = plain if fallback else transcript
         elapsed = time.perf_counter() - started

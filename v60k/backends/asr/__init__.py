@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 
 @dataclass
 class Word:
@@ -86,8 +88,9 @@ class ASRBackend(Protocol):
         """What decides the output besides the settings (the resolved model): part of the fingerprint."""
 
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
-                   hotwords: str | None = None) -> Transcript:
-        """Segments with word timestamps for a 16 kHz mono WAV file."""
+                   hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
+        """Segments with word timestamps for a 16 kHz mono WAV file (``audio``: its samples, when the caller
+        has already decoded them, as float32 in [-1, 1])."""
 
 
 def cast_prompt(cast: list[str]) -> str | None:

@@ -11,6 +11,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from v60k.backends.asr import Segment, Transcript, Word
 from v60k.stage import StageError
 
@@ -98,11 +100,12 @@ class FasterWhisperBackend:
                 "log_prob_threshold": self.log_prob_threshold}
 
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
-                   hotwords: str | None = None) -> Transcript:
+                   hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
         model = self.model
         if not model.model.is_multilingual:
             language = "en"
-        segments, info = model.transcribe(str(audio_path), **self.transcribe_options(language, initial_prompt, hotwords))
+        source = audio if audio is not None else str(audio_path)
+        segments, info = model.transcribe(source, **self.transcribe_options(language, initial_prompt, hotwords))
         out = [
             Segment(start_s=seg.start, end_s=seg.end, text=seg.text.strip(), avg_logprob=seg.avg_logprob,
                     no_speech_prob=seg.no_speech_prob, compression_ratio=seg.compression_ratio,

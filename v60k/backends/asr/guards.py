@@ -119,7 +119,7 @@ def segment_problem(segment: Segment, history: list[str], audio: np.ndarray,
     return None
 
 
-def undertranscribed_speech_s(transcript: Transcript, regions: list[tuple[float, float]], min_region_s: float = 1.0,
+def undertranscribed_speech_s(transcript: Transcript, regions: list[tuple[float, float]], min_region_s: float = 1.5,
                               min_words_per_s: float = 1.0) -> float:
     """Seconds of VAD speech (regions of at least ``min_region_s``) holding fewer than ``min_words_per_s`` words
     (by word midpoint): speech the decoder skipped. tiny.en with a prompt sometimes stops emitting timestamps

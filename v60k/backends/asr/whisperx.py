@@ -16,6 +16,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from v60k.backends.asr import Segment, Transcript, Word
 from v60k.stage import StageError
 
@@ -131,10 +133,11 @@ class WhisperXBackend:
             self._pipeline.options = dataclasses.replace(options, initial_prompt=initial_prompt, hotwords=hotwords)
 
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
-                   hotwords: str | None = None) -> Transcript:
+                   hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
         self.load()
         wx = self._whisperx
-        audio = wx.load_audio(str(audio_path))
+        if audio is None:
+            audio = wx.load_audio(str(audio_path))
         duration_s = len(audio) / 16000
         self._set_prompt(initial_prompt, hotwords)
         result = self._pipeline.transcribe(audio, batch_size=self.batch_size, language=language)
