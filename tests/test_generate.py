@@ -187,6 +187,22 @@ def test_bad_answers_are_recorded_failures_and_no_clip_is_lost(tmp_path):
         assert result.usage["requests"] == server.chat_requests == 2 + 5
 
 
+@pytest.mark.parametrize("fault", [
+    Fault("rate_limit", retry_after=0), Fault("server_error"), Fault("slow", delay_s=3.0), Fault("invalid_json"),
+    Fault("schema_violation")])
+def test_a_recoverable_fault_leaves_every_summary_and_dialogue_stored(tmp_path, fault):
+    with OpenAIServer(scripted) as server:
+        fault.match = lambda b: not is_summary(b) and character_of(b) == "Monica" and clip_of(b) == "40.0"
+        server.faults.append(fault)
+        video = make_video(tmp_path)
+        result = make_stage(video, llm_section(server, timeout_s=1.0)).process(video)
+        data = read_json(video.paths.generation_json)
+        assert data["failures"] == [] and server.faults == []
+        assert len(data["summaries"]) == 2 and sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 4
+        assert result.usage["requests"] == server.chat_requests == 7  # one request more for the fault
+        assert result.usage["completion_tokens"] == server.reported["completion_tokens"]
+
+
 def test_transient_failures_fail_the_video_and_a_retry_asks_only_for_them(tmp_path):
     with OpenAIServer(scripted) as server:
         server.faults += [dialogue_fault("rate_limit", "Ross", retry_after=0)] * 3  # one try + two retries

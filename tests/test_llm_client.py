@@ -74,7 +74,7 @@ def test_structured_answer_is_validated_and_its_tokens_are_the_servers(openai_se
 @pytest.mark.parametrize(("fault", "requests"), [
     (Fault("rate_limit", retry_after=3), 2),
     (Fault("server_error"), 2),
-    (Fault("slow", delay_s=1.5), 2),
+    (Fault("slow", delay_s=3.0), 2),
     (Fault("invalid_json"), 2),
     (Fault("schema_violation"), 2),
 ])
@@ -82,7 +82,7 @@ def test_a_recoverable_fault_ends_in_a_stored_answer(openai_server, tmp_path, fa
     openai_server.handler = lambda body: GOOD
     openai_server.faults.append(fault)
     sleeps = Sleeps()
-    client = make_client(openai_server, tmp_path, sleeps, timeout_s=0.5)
+    client = make_client(openai_server, tmp_path, sleeps, timeout_s=1.0)
     result = ask(client)
     assert result.parsed == Verdict(**GOOD) and result.requests == requests
     assert openai_server.chat_requests == requests and not openai_server.faults
