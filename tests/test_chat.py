@@ -152,8 +152,9 @@ def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tm
     times = [float(caption.split(" at ")[1].removesuffix(" s")) for caption in captions]
     # the very frames the reference sampler gives for the whole video, in temporal order
     source = next((tmp_path / "work" / "videos").glob("*/source.*"))
-    duration = json.loads(next((tmp_path / "work" / "videos").glob("*/scenes.json")).read_text())["stream"]["duration_s"]
-    expected = sample(source, 0.0, duration, max_frames=5)
+    scenes = json.loads(next((tmp_path / "work" / "videos").glob("*/scenes.json")).read_text())
+    expected = sample(source, 0.0, scenes["stream"]["duration_s"], max_frames=5, motion=scenes["motion"],
+                      scenes=scenes["scenes"])
     assert len(expected) >= 2 and times == sorted(times)
     assert times == pytest.approx([t for t, _ in expected], abs=0.01)
     sent = [base64.b64decode(url.split(",", 1)[1]) for url in image_parts(body["messages"])]

@@ -48,6 +48,7 @@ class PreparedVideo:
     title: str | None
     duration_s: float
     lines: list[dict[str, Any]]  # attributed lines (lines.json), possibly empty
+    scenes: dict[str, Any] = field(default_factory=dict)  # scenes.json: scenes and the motion profile
     notes: list[str] = field(default_factory=list)  # stages that were skipped or failed, and why
 
     @property
@@ -127,7 +128,7 @@ def prepare_video(
     duration = float(scenes.get("stream", {}).get("duration_s") or info.get("duration") or 0.0)
     video_row = Video(video_id=row["video_id"], source_url=row["source_url"], dir=paths.root,
                       characters=list(cast), title=row.get("title"))
-    return PreparedVideo(video_row, row.get("title") or info.get("title"), duration, lines, notes)
+    return PreparedVideo(video_row, row.get("title") or info.get("title"), duration, lines, scenes, notes)
 
 
 def _explain(item: dict[str, Any]) -> str:
@@ -137,13 +138,15 @@ def _explain(item: dict[str, Any]) -> str:
 
 
 def video_frames(prepared: PreparedVideo, max_frames: int | None) -> list[tuple[float, bytes]]:
-    """The reference sampler's frames over the whole video, in temporal order."""
+    """The reference sampler's frames over the whole video, in temporal order (reusing the scenes stage's
+    scenes and motion profile)."""
     from v60k.sampler import sample
 
     source = prepared.paths.source
     if source is None:
         raise ChatError(f"no downloaded source in {prepared.paths.root}")
-    frames = sample(source, 0.0, prepared.duration_s, max_frames=max_frames)
+    frames = sample(source, 0.0, prepared.duration_s, max_frames=max_frames,
+                    motion=prepared.scenes.get("motion"), scenes=prepared.scenes.get("scenes"))
     return sorted(((float(t), bytes(jpeg)) for t, jpeg in frames), key=lambda f: f[0])
 
 
