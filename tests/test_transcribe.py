@@ -203,7 +203,7 @@ def test_stage_end_to_end_through_the_pipeline(media: dict[str, Any], tmp_path: 
     _video(work.root, mute.path, "mute")
     rows = [{"video_id": "ep", "source_url": "https://example.org/ep", "characters": cast},
             {"video_id": "mute", "source_url": "https://example.org/mute"}]
-    config = PipelineConfig(stage_settings={"transcribe": {"cpu_threads": 2}})
+    config = PipelineConfig(stage_settings={"transcribe": {"cpu_threads": 2, "languages": ["en"]}})
     with Catalog(work) as catalog:
         catalog.add_videos(rows)
         catalog.ensure_items(["download", "scenes"])
@@ -231,6 +231,7 @@ def test_stage_end_to_end_through_the_pipeline(media: dict[str, Any], tmp_path: 
     text = " ".join(s["text"] for s in doc["segments"])
     assert word_error_rate(media["reference"], text) <= 0.20
     assert done["metrics"]["language"] == "en" and done["metrics"]["words"] > 50
+    assert doc["language_probability"] == 1.0  # tiny.en is English-only
     assert pipeline.run(work, config=config, stages=["transcribe"], workers=1).processed == {"transcribe": 0}
 
 
@@ -257,14 +258,25 @@ def test_audio_shorter_than_a_second_is_skipped(stage: Transcribe, tmp_path: Pat
     assert (outcome.state, outcome.error_class) == ("skipped", "too_short"), outcome.error_message
 
 
-def test_language_outside_the_filter_is_skipped(media: dict[str, Any], backend: FasterWhisperBackend,
-                                                tmp_path: Path) -> None:
+def test_language_outside_the_filter_is_skipped_before_transcribing(
+        media: dict[str, Any], backend: FasterWhisperBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    transcribed: list[str] = []
+    real_transcribe = backend.transcribe
+    monkeypatch.setattr(backend, "transcribe", lambda *a, **k: transcribed.append("x") or real_transcribe(*a, **k))
     german_only = Transcribe(TranscribeSettings(languages=["de"], cpu_threads=2))
     german_only._backend = backend
     video = _video(tmp_path, media["episode"].path, "ep", media["truth"]["cast"])
     outcome = run_one(german_only, video)
     assert (outcome.state, outcome.error_class) == ("skipped", "language_filtered")
-    assert "language en" in outcome.error_message and "de" in outcome.error_message
+    assert outcome.error_message == "language en (p=1.00) not in de"
+    assert transcribed == [] and not video.paths.transcript_json.exists()
+    # the manifest's language decides without any detection
+    video.language = "fr"
+    english_only = Transcribe(TranscribeSettings(languages=["en"]))
+    english_only._backend = backend
+    outcome = run_one(english_only, video)
+    assert (outcome.error_class, outcome.error_message) == ("language_filtered", "language fr not in en")
+    assert transcribed == []
 
 
 def test_missing_source_and_unloadable_model_fail_with_a_class(tmp_path: Path) -> None:

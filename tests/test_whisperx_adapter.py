@@ -55,6 +55,10 @@ def fake_whisperx(calls: list[tuple[str, dict[str, Any]]], segments: list[dict[s
                                          "hotwords": self.options.hotwords}))
             return {"segments": [dict(s) for s in segments], "language": language or fake_language}
 
+        def detect_language(self, audio):
+            calls.append(("detect_language", {"samples": len(audio)}))
+            return fake_language
+
     fake_language = language
 
     def load_model(whisper_arch, device, device_index=0, compute_type="float16", asr_options=None, language=None,
@@ -207,6 +211,19 @@ def test_language_without_an_alignment_model_keeps_segment_times(
     assert [(s.start_s, s.end_s, s.words) for s in transcript.segments] == [
         (segments[0]["start"], segments[0]["end"], [])]
     assert "HF_HUB_OFFLINE" not in os.environ  # only local_files_only switches the Hub off
+
+
+def test_language_filter_detects_before_transcribing(episode: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+    segments, aligned = _whisperx_output(episode.truth)
+    _install(monkeypatch, fake_whisperx(calls, segments, aligned, language="de"))
+    stage = Transcribe(TranscribeSettings(backend="whisperx", device="cuda", languages=["en"]))
+    (tmp_path / "source.mp4").write_bytes(episode.path.read_bytes())
+    outcome = run_one(stage, Video(video_id="v", source_url="x", dir=tmp_path))
+    assert (outcome.state, outcome.error_class, outcome.error_message) == (
+        "skipped", "language_filtered", "language de not in en")
+    assert [name for name, _ in calls] == ["load_model", "detect_language"]
 
 
 def test_missing_whisperx_is_a_classified_failure(monkeypatch: pytest.MonkeyPatch) -> None:

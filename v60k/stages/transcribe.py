@@ -125,6 +125,13 @@ class Transcribe(Stage):
         s = self.settings
         names = cast_prompt(video.characters)
         language_hint = s.language or video.language
+        detected_probability = None
+        if s.languages:  # decide before transcribing: a filtered video costs one detection pass only
+            language, detected_probability = (language_hint, None) if language_hint else self.backend.detect_language(audio)
+            if language not in s.languages:
+                prob_text = f" (p={detected_probability:.2f})" if detected_probability is not None else ""
+                raise SkipVideo(f"language {language}{prob_text} not in {', '.join(s.languages)}", "language_filtered")
+            language_hint = language
         started = time.perf_counter()
         transcript = self.backend.transcribe(
             str(paths.audio_wav), language=language_hint,
@@ -137,10 +144,9 @@ class Transcribe(Stage):
             fallback = undertranscribed_speech_s(plain, regions) < undertranscribed_speech_s(transcript, regions)
             transcript = plain if fallback else transcript
         elapsed = time.perf_counter() - started
+        if detected_probability is not None:
+            transcript.language_probability = detected_probability
         language, probability = transcript.language, transcript.language_probability
-        if s.languages and language not in s.languages:
-            prob_text = f" (p={probability:.2f})" if probability is not None else ""
-            raise SkipVideo(f"language {language}{prob_text} not in {', '.join(s.languages)}", "language_filtered")
 
         apply_guards(transcript, audio, s.guard_settings(), regions)
         write_json(paths.transcript_json, transcript.to_document())

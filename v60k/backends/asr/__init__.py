@@ -87,6 +87,9 @@ class ASRBackend(Protocol):
     def identity(self) -> dict[str, Any]:
         """What decides the output besides the settings (the resolved model): part of the fingerprint."""
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str | None, float | None]:
+        """(language, probability) of 16 kHz mono samples, without transcribing them."""
+
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
                    hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
         """Segments with word timestamps for a 16 kHz mono WAV file (``audio``: its samples, when the caller

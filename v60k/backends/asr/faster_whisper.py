@@ -99,6 +99,16 @@ class FasterWhisperBackend:
                 "compression_ratio_threshold": self.compression_ratio_threshold,
                 "log_prob_threshold": self.log_prob_threshold}
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str | None, float | None]:
+        """faster-whisper's language detection on the first 30 s of speech; English-only models say "en"."""
+        model = self.model
+        if not model.model.is_multilingual:
+            return "en", 1.0
+        vad_parameters = {"min_silence_duration_ms": self.vad_min_silence_ms} if self.vad_filter else None
+        language, probability, _ = model.detect_language(audio=audio, vad_filter=self.vad_filter,
+                                                         vad_parameters=vad_parameters)
+        return language, probability
+
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
                    hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
         model = self.model

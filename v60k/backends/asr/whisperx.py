@@ -132,6 +132,13 @@ class WhisperXBackend:
         if options is not None and dataclasses.is_dataclass(options):
             self._pipeline.options = dataclasses.replace(options, initial_prompt=initial_prompt, hotwords=hotwords)
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str | None, float | None]:
+        """whisperx's detection on the first 30 s (it reports no probability); None for an English-only model."""
+        self.load()
+        if Path(self.model_name).name.endswith(".en"):
+            return "en", None
+        return self._pipeline.detect_language(audio), None
+
     def transcribe(self, audio_path: str, language: str | None = None, initial_prompt: str | None = None,
                    hotwords: str | None = None, audio: np.ndarray | None = None) -> Transcript:
         self.load()
