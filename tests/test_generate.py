@@ -373,3 +373,36 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
         assert states == [(1, ["batch_pending"])] * 3 and len(server.batches) == 2
         assert final.counts["generate"]["done"] == 1 and server.chat_requests == 6  # no new HTTP chat requests
         assert len(read_json(batch_dir.paths("ep1").generation_json)["dialogues"]) == 8
+
+
+def play_offline_runner(server: OpenAIServer, batch_dir: Path, number: int) -> None:
+    """Do what vLLM's ``run_batch`` does: answer requests-N.jsonl into output-N.jsonl (OpenAI's line format)."""
+    rows = []
+    for raw in (batch_dir / f"requests-{number}.jsonl").read_text().splitlines():
+        line = json.loads(raw)
+        status, body, _ = server.answer(line["body"], sleep=False)
+        rows.append({"id": f"vllm-{len(rows)}", "custom_id": line["custom_id"], "error": None,
+                     "response": {"status_code": status, "request_id": f"r{len(rows)}", "body": body}})
+    (batch_dir / f"output-{number}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_path):
+    with OpenAIServer(scripted) as server:
+        video = make_video(tmp_path)
+        llm = llm_section(server)
+        batch_dir = WorkDir(tmp_path).batches_dir / "ep1"
+        for number in (0, 1):
+            with pytest.raises(StageError) as caught:
+                make_stage(video, llm, batch=True, batch_api="offline").process(video)
+            assert caught.value.error_class == "batch_pending"
+            with pytest.raises(StageError):  # no output yet: still waiting, nothing new written
+                make_stage(video, llm, batch=True, batch_api="offline").process(video)
+            assert not (batch_dir / f"requests-{number + 1}.jsonl").exists()
+            play_offline_runner(server, batch_dir, number)
+        result = make_stage(video, llm, batch=True, batch_api="offline").process(video)
+        data = read_json(video.paths.generation_json)
+        assert data["failures"] == [] and sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 4
+        assert server.requests == []  # no HTTP at all
+        # this run collected the dialogue batch (its 4 lines count as requests); the summaries came from the cache
+        assert result.usage["requests"] == DIALOGUE_REQUESTS and result.usage["cached"] == SUMMARY_REQUESTS
+        assert result.usage["completion_tokens"] > 0
