@@ -99,7 +99,7 @@ def episode_work(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _chat(tmp_path: Path, episode_work: tuple[Path, Path], server: OpenAIServer | None, *extra: str,
-          stdin: str | None = None):
+          stdin: str | None = None, quiet: bool = True):
     video, prepared = episode_work
     work = tmp_path / "work"
     if not work.exists():
@@ -107,7 +107,7 @@ def _chat(tmp_path: Path, episode_work: tuple[Path, Path], server: OpenAIServer 
     group = click.Group()
     eval_cmds.register(group)
     args = ["chat", "--video", str(video), "--character", CHARACTER, "--cast", "Ross;Monica", "--workdir", str(work),
-            "--max-frames", "5", "--quiet", *extra]
+            "--max-frames", "5", *(["--quiet"] if quiet else []), *extra]
     if server is not None:
         config = tmp_path / "chat.yaml"
         config.write_text(f"llm:\n  base_url: {server.base_url}\n  model: {MODEL}\n  max_retries: 0\n", "utf-8")
@@ -186,8 +186,10 @@ def test_an_interactive_session_keeps_the_history_and_the_default_persona_quotes
 
 
 def test_chat_without_an_endpoint_prepares_offline_then_exits_2_with_a_clear_message(tmp_path, episode_work):
-    result = _chat(tmp_path, episode_work, None, "--once", "Hello?")
+    result = _chat(tmp_path, episode_work, None, "--once", "Hello?", quiet=False)
     assert result.exit_code == 2
+    assert "Ross: 5 frames at" in result.stderr  # sampled offline ...
+    assert "summary: Present and speaking: " in result.stderr  # ... and the generation stage's extractive summary
     assert "No LLM endpoint is configured" in result.stderr and "base_url" in result.stderr
     assert result.stdout == ""
 
