@@ -314,7 +314,9 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
         assert sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 3
         assert len(data["failures"]) == 1 and data["failures"][0]["clip_id"] == "ep1-c001"
         assert "batch_error: HTTP 500" in data["failures"][0]["reason"] and "(Monica)" in data["failures"][0]["reason"]
-        assert usage["cost_usd"] > 0
+        # the run that writes the results reports both batches' tokens (the summaries were collected earlier)
+        assert (usage["prompt_tokens"], usage["completion_tokens"]) == tuple(server.reported.values())
+        assert usage["requests"] == 6 and usage["cost_usd"] > 0
         state = read_json(batch_dir / "state.json")
         assert all(b["collected"] and b["status"] == "completed" for b in state["batches"])
         total = sum(json.loads(x)["response"]["body"].get("usage", {}).get("prompt_tokens", 0)
@@ -372,6 +374,8 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
         final = pipeline.run(batch_dir, config=batch_config, progress=Progress())
         assert states == [(1, ["batch_pending"])] * 3 and len(server.batches) == 2
         assert final.counts["generate"]["done"] == 1 and server.chat_requests == 6  # no new HTTP chat requests
+        batch_usage = pipeline.status(batch_dir)["usage"]["generate"]  # both batches' tokens reach status
+        assert batch_usage["requests"] == 6 and batch_usage["prompt_tokens"] == usage["prompt_tokens"]
         assert len(read_json(batch_dir.paths("ep1").generation_json)["dialogues"]) == 8
 
 
@@ -403,6 +407,6 @@ def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_
         data = read_json(video.paths.generation_json)
         assert data["failures"] == [] and sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 4
         assert server.requests == []  # no HTTP at all
-        # this run collected the dialogue batch (its 4 lines count as requests); the summaries came from the cache
-        assert result.usage["requests"] == DIALOGUE_REQUESTS and result.usage["cached"] == SUMMARY_REQUESTS
-        assert result.usage["completion_tokens"] > 0
+        # the run that writes the results reports both batches (6 lines); the summaries came from the cache
+        assert result.usage["requests"] == 6 and result.usage["cached"] == SUMMARY_REQUESTS
+        assert (result.usage["prompt_tokens"], result.usage["completion_tokens"]) == tuple(server.reported.values())

@@ -220,8 +220,11 @@ def test_batch_round_trip_matches_answers_by_custom_id_and_records_request_error
         server.faults.append(Fault("server_error", match=lambda body: body["messages"][-1]["content"] == "two"))
         client = make_client(server, tmp_path)
 
+        sessions = []
+
         async def run_once() -> tuple[list, int]:
             session = BatchSession(client, tmp_path / "batches", "video-1")
+            sessions.append(session)
             client.batch = session
             running = await session.collect()
             from v60k.backends.llm.client import ChatRequest
@@ -246,6 +249,8 @@ def test_batch_round_trip_matches_answers_by_custom_id_and_records_request_error
         assert isinstance(results[1], LLMError) and results[1].kind == "batch_error"
         assert "HTTP 500" in results[1].reason and "server had an error" in results[1].reason
         assert server.chat_requests == 0  # everything went through the batch
+        assert client.meter.snapshot().requests == 0  # kept until the results are written
+        sessions[-1].report_usage()
         totals = client.meter.snapshot()
         assert (totals.prompt_tokens, totals.completion_tokens) == tuple(server.reported.values()) == (80, 10)
         assert totals.requests == 3

@@ -378,6 +378,8 @@ class Generate(Stage):
                 out["dialogues"].append({"clip_id": clip.clip_id, "character": character, "generation_type": "llm",
                                          "generator": result.model or self.llm.model,
                                          "prompt_version": self.dialogue_prompt.version, "turns": turns})
+            if session is not None and not (session.queued or problems.pending):
+                session.report_usage()  # every batch's tokens, in the run that writes the results
             if session is not None and (session.queued or problems.pending):
                 submitted = await _batch_call(session.submit())
                 waiting = len(session.waiting)

@@ -10,7 +10,8 @@ One ``BatchSession`` per scope (a video) keeps its state in ``<batches_dir>/<sco
 
 While a batch runs, ``LLMClient.chat`` raises ``BatchPending`` for its requests; once collected, an answer is
 validated like any other (no repair request in batch mode) and stored in the response cache, and a per-request
-error becomes an ``LLMError`` of kind ``batch_error`` with the server's reason.
+error becomes an ``LLMError`` of kind ``batch_error`` with the server's reason. The batch lines' usage is kept
+in the state until ``report_usage()`` (the run that writes the results) adds it to the client's meter.
 
 ``api="offline"`` only writes ``requests-<n>.jsonl`` and waits for ``output-<n>.jsonl`` next to it, e.g. from
 
@@ -190,8 +191,25 @@ class BatchSession:
                 error = line.get("error") or body.get("error") or {}
                 self.state["errors"][key] = (f"HTTP {response.get('status_code')}: "
                                              f"{error.get('message') or error.get('code') or 'request failed'}")
-                self.client.meter.add(Usage(), requests=1)
+                self._unreported(Usage(), factor)
                 continue
             self.state["results"][key] = body
-            self.client.meter.add(Usage.of(body.get("usage")), requests=1, price_factor=factor)
+            self._unreported(Usage.of(body.get("usage")), factor)
         return seen
+
+    def _unreported(self, usage: Usage, factor: float) -> None:
+        """Keep a collected line's usage until the run that writes the results reports it."""
+        pending = self.state.setdefault("unreported", {})
+        bucket = pending.setdefault(str(factor), {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        bucket["requests"] += 1
+        bucket["prompt_tokens"] += usage.prompt_tokens
+        bucket["completion_tokens"] += usage.completion_tokens
+
+    def report_usage(self) -> None:
+        """Add the usage of every batch line collected since the last report to the client's meter (once: the
+        run that finally writes the results reports what all its batches used, even those collected by
+        earlier runs that ended waiting)."""
+        for factor, bucket in (self.state.pop("unreported", None) or {}).items():
+            self.client.meter.add(Usage(bucket["prompt_tokens"], bucket["completion_tokens"]),
+                                  requests=bucket["requests"], price_factor=float(factor))
+        self.save()
