@@ -218,6 +218,10 @@ def test_transient_failures_fail_the_video_and_a_retry_asks_only_for_them(tmp_pa
         retry = make_stage(video, llm_section(server)).process(video)
         assert server.chat_requests == first + 1 and retry.usage["cached"] == 5
         assert read_json(video.paths.generation_json)["failures"] == []
+        # the failed attempt's requests and tokens are reported by the run that succeeded
+        assert retry.usage["requests"] == server.chat_requests == 9
+        assert (retry.usage["prompt_tokens"], retry.usage["completion_tokens"]) == tuple(server.reported.values())
+        assert not (video.dir / generate_module.CARRIED_USAGE).exists()
 
 
 def test_a_refused_key_fails_the_video_as_an_endpoint_error(tmp_path, monkeypatch):

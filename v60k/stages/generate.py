@@ -41,6 +41,7 @@ from v60k.workdir import VideoPaths, read_json, write_json
 
 PROMPTS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "prompts"
 RAW_GENERATOR = "v60k"
+CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
 _HEADER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 
 
@@ -282,13 +283,19 @@ class Generate(Stage):
                 out["dialogues"].append({"clip_id": clip.clip_id, "character": turns[-1]["speaker"],
                                          "generation_type": "raw_lines", "generator": RAW_GENERATOR,
                                          "prompt_version": None, "turns": turns})
+        carried = paths.root / CARRIED_USAGE
         if self.llm.enabled and usable:
             self.setup()
             before = self.client.meter.snapshot()
             try:
                 asyncio.run(self._generate(video, usable, out))
-            finally:
-                out["usage"] = (self.client.meter.snapshot() - before).to_dict()
+            except StageError:  # what this attempt used is reported by the run that succeeds
+                spent = (self.client.meter.snapshot() - before).to_dict()
+                _add_usage(carried, {k: v for k, v in spent.items() if k != "cached"})
+                raise
+            out["usage"] = (self.client.meter.snapshot() - before).to_dict()
+            if carried.exists():
+                out["usage"] = _sum_usage(out["usage"], read_json(carried))
         elif not self.llm.enabled:
             for clip in usable:
                 out["summaries"][clip.clip_id] = {"text": extractive_summary(clip.attributed),
@@ -298,6 +305,7 @@ class Generate(Stage):
             out["usage"] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0, "cost_usd": 0.0}
         out["dialogues"] = self._numbered(out["dialogues"], [c.clip_id for c in clips])
         write_json(paths.generation_json, out)
+        carried.unlink(missing_ok=True)
         types = Counter(d["generation_type"] for d in out["dialogues"])
         return StageResult(
             outputs={"generation": paths.generation_json.name},
@@ -406,6 +414,15 @@ class Generate(Stage):
                                              end_s=f"{clip.record['end_s']:.1f}",
                                              transcript=transcript_text(clip.lines),
                                              exchanges=self.settings.dialogue_exchanges)
+
+
+def _sum_usage(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: round(a.get(k, 0) + b.get(k, 0), 6) for k in {*a, *b}}
+
+
+def _add_usage(path: Path, usage: dict[str, float]) -> None:
+    """Accumulate the usage of an attempt that failed (transient, batch pending) for the run that succeeds."""
+    write_json(path, _sum_usage(read_json(path) if path.exists() else {}, usage))
 
 
 async def _batch_call(call: Any) -> Any:
