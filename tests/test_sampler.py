@@ -157,3 +157,16 @@ def test_sample_of_a_file_without_video_is_a_media_error(tmp_path: Path) -> None
     bogus.write_bytes(b"\x00" * 1000)
     with pytest.raises(MediaError):
         sampler.sample(bogus, 0.0, 5.0)
+
+
+def test_grouped_grabs_match_single_grabs(scene_video: tuple[Path, dict]) -> None:
+    path, info = scene_video
+    keys = sampler.keyframe_times(path, 0.0, info["duration_s"])
+    assert keys and keys[0] == 0.0 and keys == sorted(keys)
+    times = [0.4, 1.4, 2.6, 5.2, 9.0, 12.8, 17.0]  # several frames per keyframe interval
+    grouped = sampler.grab_frames(path, times, width=96)
+    assert sorted(grouped) == times
+    for t in times:
+        single = sampler.grab_frame(path, t, width=96)
+        assert isinstance(grouped[t], bytes)
+        assert hamming(sampler.dhash_of_jpeg(grouped[t]), sampler.dhash_of_jpeg(single)) <= 2, t

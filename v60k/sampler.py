@@ -18,6 +18,7 @@ ffmpeg decode by ``analyse``) without decoding anything else; ``sample`` then de
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import subprocess
@@ -359,13 +360,15 @@ def sample_planned(
     if motion is None or not motion.covers(start_s, end_s):
         motion = analyse(path, start_s, end_s)
     chosen = plan(start_s, end_s, max_frames, motion=motion, scenes=scenes, settings=settings)
+    grabbed = grab_frames(path, [p.t_s for p in chosen], width=width, quality=quality)
     frames: list[tuple[PlannedFrame, bytes]] = []
     failures: list[str] = []
     for planned in chosen:
-        try:
-            frames.append((planned, grab_frame(path, planned.t_s, width=width, quality=quality)))
-        except MediaError as exc:
-            failures.append(f"{planned.t_s:.3f}s: {exc}")
+        result = grabbed.get(planned.t_s)
+        if isinstance(result, bytes):
+            frames.append((planned, result))
+        else:
+            failures.append(f"{planned.t_s:.3f}s: {result}")
     if failures:
         log.warning(
             "%s: %d of %d frames could not be grabbed (%s)",
@@ -379,3 +382,112 @@ def sample_planned(
             f"no frame of {path} [{start_s:.2f}, {end_s:.2f}) could be grabbed: {failures[0]}", "no_frame"
         )
     return frames
+
+
+# ---- decoding the chosen frames ------------------------------------------------------------------
+def keyframe_times(path: str | Path, start_s: float, end_s: float) -> list[float] | None:
+    """Video keyframe times (seconds from the file start) up to ``end_s``, from packet flags (no decoding);
+    None when ffprobe cannot tell."""
+    cmd = [
+        "ffprobe",
+        "-v",
+        "error",
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts_time,flags:format=start_time",
+        "-of",
+        "csv=p=0",
+        "-read_intervals",
+        f"{max(0.0, start_s - 60.0):.3f}%{end_s + 1.0:.3f}",
+        str(path),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    rows = [line.split(",") for line in proc.stdout.split() if line]
+    offset, keys = 0.0, []
+    for row in rows:
+        if len(row) == 1:  # the format's start_time
+            with contextlib.suppress(ValueError):
+                offset = float(row[0])
+        elif len(row) >= 2 and "K" in row[1]:
+            try:
+                keys.append(float(row[0]))
+            except ValueError:
+                continue
+    return sorted(t - offset for t in keys) or None
+
+
+def grab_frames(
+    path: str | Path, times: list[float], *, width: int | None = DEFAULT_WIDTH, quality: int = 3
+) -> dict[float, bytes | str]:
+    """JPEGs at ``times`` (each the frame at or just after t), or why not (a message).
+
+    Frames that share a keyframe interval are decoded by one ffmpeg run from that keyframe (a ``select``
+    filter keeps only them), so no interval is decoded twice; anything that run misses falls back to
+    ``v60k.media.grab_frame``.
+    """
+    import bisect
+    import tempfile
+
+    from v60k.media import probe
+
+    results: dict[float, bytes | str] = {}
+    if not times:
+        return results
+    keys = keyframe_times(path, min(times), max(times))
+    try:
+        fps = probe(path).fps or 25.0
+    except MediaError:
+        keys = None
+        fps = 25.0
+    groups: dict[float, list[float]] = {}
+    for t in sorted(times):
+        kf = keys[max(0, bisect.bisect_right(keys, t + 1e-6) - 1)] if keys else t
+        groups.setdefault(min(kf, t) if keys else t, []).append(t)
+    half = 0.5 / fps
+    for kf, members in groups.items():
+        if len(members) > 1 and keys:
+            with tempfile.TemporaryDirectory(prefix="v60k-grab-") as tmp:
+                select = "+".join(
+                    f"between(t,{t - kf - half:.6f},{t - kf + half - 1e-6:.6f})" for t in members
+                )
+                chain = f"select='{select}'" + (f",scale={int(width)}:-2" if width else "")
+                cmd = [
+                    "ffmpeg",
+                    "-v",
+                    "error",
+                    "-nostdin",
+                    "-ss",
+                    f"{kf:.6f}",
+                    "-i",
+                    str(path),
+                    "-map",
+                    "0:v:0",
+                    "-an",
+                    "-sn",
+                    "-vf",
+                    chain,
+                    "-fps_mode",
+                    "passthrough",
+                    "-frames:v",
+                    str(len(members)),
+                    "-q:v",
+                    str(quality),
+                    "-f",
+                    "image2",
+                    str(Path(tmp) / "%04d.jpg"),
+                ]
+                proc = subprocess.run(cmd, capture_output=True, check=False)
+                files = sorted(Path(tmp).glob("*.jpg"))
+                if proc.returncode == 0 and len(files) == len(members):
+                    for t, file in zip(members, files, strict=True):
+                        results[t] = file.read_bytes()
+                    continue
+        for t in members:
+            try:
+                results[t] = grab_frame(path, t, width=width, quality=quality)
+            except MediaError as exc:
+                results[t] = str(exc)
+    return results
