@@ -184,6 +184,20 @@ def test_three_speaker_episode_keeps_every_line(stage: Transcribe, tmp_path: Pat
     assert doc["prompted_with_cast"] is not outcome.metrics["cast_prompt_fallback"]
 
 
+def test_speech_over_a_music_bed_is_kept(stage: Transcribe, tmp_path: Path) -> None:
+    """The guards drop invented text, not real lines that music plays under."""
+    spec = two_speaker_spec("with-music")
+    spec.music = True
+    episode = build_episode(spec, tmp_path / "media")
+    video = _video(tmp_path, episode.path, "with-music", episode.truth["cast"])
+    outcome = run_one(stage, video)
+    assert outcome.state == "done", outcome.error_message
+    doc = read_json(video.paths.transcript_json)
+    reference = " ".join(line["text"] for line in episode.truth["lines"])
+    assert word_error_rate(reference, " ".join(s["text"] for s in doc["segments"])) <= 0.20
+    assert doc["dropped"] == []
+
+
 def test_repeated_phrase_tolerates_ordinary_speech() -> None:
     assert repeated_phrase("No, no, no, I did not say that.") is None
     assert repeated_phrase("thank you thank you thank you") == "thank you"
