@@ -414,3 +414,11 @@ def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_
         # the run that writes the results reports both batches (6 lines); the summaries came from the cache
         assert result.usage["requests"] == 6 and result.usage["cached"] == SUMMARY_REQUESTS
         assert (result.usage["prompt_tokens"], result.usage["completion_tokens"]) == tuple(server.reported.values())
+
+
+def test_an_unknown_llm_setting_is_a_config_error(tmp_path):
+    from v60k.config import ConfigError
+
+    with pytest.raises(ConfigError, match="llm section: api_key: Extra inputs are not permitted") as caught:
+        make_stage(make_video(tmp_path), {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-in-a-file"})
+    assert "sk-in-a-file" not in str(caught.value)  # keys belong in the environment, and are never echoed

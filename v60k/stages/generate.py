@@ -247,7 +247,7 @@ class Generate(Stage):
 
     def __init__(self, settings: StageSettings | None = None, context: Any = None):
         super().__init__(settings, context)
-        self.llm = LLMSettings(**((context.shared.get("llm") if context is not None else None) or {}))
+        self.llm = _llm_settings((context.shared.get("llm") if context is not None else None) or {})
         self.summary_prompt = Prompt.load(self.settings.summary_prompt)
         self.dialogue_prompt = Prompt.load(self.settings.dialogue_prompt)
         self.client: Any = None
@@ -414,6 +414,19 @@ class Generate(Stage):
                                              end_s=f"{clip.record['end_s']:.1f}",
                                              transcript=transcript_text(clip.lines),
                                              exchanges=self.settings.dialogue_exchanges)
+
+
+def _llm_settings(section: dict[str, Any]) -> LLMSettings:
+    """The ``llm`` config section, or a ConfigError naming what is wrong with it."""
+    from pydantic import ValidationError
+
+    from v60k.config import ConfigError
+
+    try:
+        return LLMSettings(**section)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"llm section: {problems}") from None
 
 
 def _sum_usage(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
