@@ -161,7 +161,8 @@ def test_sample_of_a_file_without_video_is_a_media_error(tmp_path: Path) -> None
 
 def test_grouped_grabs_match_single_grabs(scene_video: tuple[Path, dict]) -> None:
     path, info = scene_video
-    keys = sampler.keyframe_times(path, 0.0, info["duration_s"])
+    keys, fps = sampler.keyframe_times(path, 0.0, info["duration_s"])
+    assert fps == 25.0
     assert keys and keys[0] == 0.0 and keys == sorted(keys)
     times = [0.4, 1.4, 2.6, 5.2, 9.0, 12.8, 17.0]  # several frames per keyframe interval
     grouped = sampler.grab_frames(path, times, width=96)

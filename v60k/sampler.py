@@ -19,6 +19,7 @@ ffmpeg decode by ``analyse``) without decoding anything else; ``sample`` then de
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import subprocess
@@ -385,38 +386,31 @@ def sample_planned(
 
 
 # ---- decoding the chosen frames ------------------------------------------------------------------
-def keyframe_times(path: str | Path, start_s: float, end_s: float) -> list[float] | None:
-    """Video keyframe times (seconds from the file start) up to ``end_s``, from packet flags (no decoding);
-    None when ffprobe cannot tell."""
-    cmd = [
-        "ffprobe",
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "packet=pts_time,flags:format=start_time",
-        "-of",
-        "csv=p=0",
-        "-read_intervals",
-        f"{max(0.0, start_s - 60.0):.3f}%{end_s + 1.0:.3f}",
-        str(path),
-    ]
+def keyframe_times(path: str | Path, start_s: float, end_s: float) -> tuple[list[float] | None, float]:
+    """Video keyframe times (seconds from the file start) up to ``end_s`` from packet flags (no decoding), or
+    None when ffprobe cannot tell; and the stream's frame rate (25 when unknown). One ffprobe run."""
+    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0",
+           "-show_entries", "packet=pts_time,flags:stream=avg_frame_rate:format=start_time", "-of", "json",
+           "-read_intervals", f"{max(0.0, start_s - 60.0):.3f}%{end_s + 1.0:.3f}", str(path)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        return None
-    rows = [line.split(",") for line in proc.stdout.split() if line]
-    offset, keys = 0.0, []
-    for row in rows:
-        if len(row) == 1:  # the format's start_time
-            with contextlib.suppress(ValueError):
-                offset = float(row[0])
-        elif len(row) >= 2 and "K" in row[1]:
-            try:
-                keys.append(float(row[0]))
-            except ValueError:
-                continue
-    return sorted(t - offset for t in keys) or None
+    try:
+        info = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except ValueError:
+        info = {}
+    fps = 25.0
+    for stream in info.get("streams") or []:
+        num, _, den = str(stream.get("avg_frame_rate") or "").partition("/")
+        with contextlib.suppress(ValueError, ZeroDivisionError):
+            fps = float(num) / float(den or 1) or 25.0
+    offset = 0.0
+    with contextlib.suppress(ValueError, TypeError):
+        offset = float((info.get("format") or {}).get("start_time") or 0.0)
+    keys = []
+    for packet in info.get("packets") or []:
+        if "K" in str(packet.get("flags") or ""):
+            with contextlib.suppress(ValueError, TypeError):
+                keys.append(float(packet["pts_time"]) - offset)
+    return (sorted(keys) or None), fps
 
 
 def grab_frames(
@@ -431,17 +425,10 @@ def grab_frames(
     import bisect
     import tempfile
 
-    from v60k.media import probe
-
     results: dict[float, bytes | str] = {}
     if not times:
         return results
-    keys = keyframe_times(path, min(times), max(times))
-    try:
-        fps = probe(path).fps or 25.0
-    except MediaError:
-        keys = None
-        fps = 25.0
+    keys, fps = keyframe_times(path, min(times), max(times))
     groups: dict[float, list[float]] = {}
     for t in sorted(times):
         kf = keys[max(0, bisect.bisect_right(keys, t + 1e-6) - 1)] if keys else t
