@@ -171,3 +171,14 @@ def test_grouped_grabs_match_single_grabs(scene_video: tuple[Path, dict]) -> Non
         single = sampler.grab_frame(path, t, width=96)
         assert isinstance(grouped[t], bytes)
         assert hamming(sampler.dhash_of_jpeg(grouped[t]), sampler.dhash_of_jpeg(single)) <= 2, t
+
+
+def test_a_scene_that_looks_like_another_still_gets_its_frame() -> None:
+    # scenes 0 and 2 share one (static) look, as a returning camera angle does; scene 1 differs
+    def hash_of(t: float) -> int:
+        return 0xAAAA0000FFFF5555 if t < 5 or t >= 10 else 0x0123456789ABCDEF
+
+    motion = synthetic_motion(15.0, hash_of=hash_of)
+    scenes = [{"index": i, "start_s": 5.0 * i, "end_s": 5.0 * (i + 1)} for i in range(3)]
+    chosen = plan(0.0, 15.0, None, motion=motion, scenes=scenes)
+    assert [p.scene_index for p in chosen] == [0, 1, 2]  # one each; no second frame of a static look

@@ -8,11 +8,11 @@ ffmpeg decode by ``analyse``) without decoding anything else; ``sample`` then de
    at least ``min_frames``, at most ``max_frames`` (32 by default);
 2. every analysed frame of the clip is a candidate, except those within ``edge_guard_s`` of a cut;
 3. one frame per scene first (nearest the scene's motion-weighted middle; longest scenes first when the
-   budget is smaller than the scene count);
+   budget is smaller than the scene count), even when its hash matches another scene's;
 4. then farthest-point sampling in *motion-weighted time*: each analysed step counts ``1 - w + w * score /
    mean_score``, so high-motion spans are stretched and receive more frames;
-5. a candidate whose 64-bit dHash is within ``dup_distance`` bits of a chosen frame is never taken, so
-   near-duplicate spans give no extra frames (a static clip yields fewer than N);
+5. after that, a candidate whose 64-bit dHash is within ``dup_distance`` bits of a chosen frame is never
+   taken, so near-duplicate spans give no extra frames (a static clip yields fewer than N);
 6. ties break towards the earlier time: the result is deterministic, in temporal order.
 """
 
@@ -278,19 +278,17 @@ def plan(
     def duplicate(i: int) -> bool:
         return any(hamming(hashes[i], hashes[c]) <= settings.dup_distance for c in chosen)
 
-    # 1) one frame per scene, longest scenes first, nearest the scene's motion-weighted middle
+    # 1) one frame per scene, longest scenes first, nearest the scene's motion-weighted middle. No duplicate
+    #    check across scenes: the detector saw a cut (its colour-aware score), so a scene whose luma hash
+    #    matches another's (a returning camera angle, a recoloured shot) is still a scene of its own.
     order = sorted(range(len(spans)), key=lambda p: (-(spans[p][2] - spans[p][1]), spans[p][1]))
     for position in order:
         if len(chosen) >= budget:
             break
         members = np.flatnonzero((scene_of == position) & eligible)
-        if not members.size:
-            continue
-        middle = (mass[members[0]] + mass[members[-1]]) / 2
-        for i in sorted(members, key=lambda m: (abs(mass[m] - middle), m)):
-            if not duplicate(int(i)):
-                chosen.append(int(i))
-                break
+        if members.size:
+            middle = (mass[members[0]] + mass[members[-1]]) / 2
+            chosen.append(int(min(members, key=lambda m: (abs(mass[m] - middle), m))))
     # 2) farthest-point sampling in motion-weighted time, never a near-duplicate
     candidates = [i for i in np.flatnonzero(eligible) if i not in chosen]
     while len(chosen) < budget and candidates:
