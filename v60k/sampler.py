@@ -41,6 +41,9 @@ DEFAULT_DUP_DISTANCE = 5  # Hamming bits of 64
 DEFAULT_MOTION_WEIGHT = 0.7
 ANALYSIS_FPS = 5.0
 ANALYSIS_WIDTH = 64
+ONE_RUN_SHARE = (
+    0.7  # decode the chosen frames in one run when the keyframe intervals would skip less than 30 %
+)
 CUT_SCORE = 40.0  # without a scene list, a luma change this large ...
 CUT_JUMP = 1.5  # ... and this many times the previous second's largest marks a cut
 
@@ -416,9 +419,10 @@ def grab_frames(
 ) -> dict[float, bytes | str]:
     """JPEGs at ``times`` (each the frame at or just after t), or why not (a message).
 
-    Frames that share a keyframe interval are decoded by one ffmpeg run from that keyframe (a ``select``
-    filter keeps only them), so no interval is decoded twice; anything that run misses falls back to
-    ``v60k.media.grab_frame``.
+    Frames that share a keyframe interval are decoded by one ffmpeg run from that keyframe up to the last of
+    them (a ``select`` filter keeps only them), so no interval is decoded twice; when those runs together would
+    skip less than 30 % of the span, a single run from the first keyframe does it all (fewer process starts).
+    Anything a run misses falls back to ``v60k.media.grab_frame``.
     """
     import bisect
     import tempfile
@@ -431,6 +435,11 @@ def grab_frames(
     for t in sorted(times):
         kf = keys[max(0, bisect.bisect_right(keys, t + 1e-6) - 1)] if keys else t
         groups.setdefault(min(kf, t) if keys else t, []).append(t)
+    if keys and len(groups) > 1:
+        needed = sum(members[-1] - kf for kf, members in groups.items())
+        first = min(groups)
+        if needed >= ONE_RUN_SHARE * (max(times) - first):  # little to skip: one run saves process starts
+            groups = {first: sorted(times)}
     half = 0.5 / fps
     for kf, members in groups.items():
         if len(members) > 1 and keys:
