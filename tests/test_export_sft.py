@@ -296,6 +296,23 @@ def test_shards_without_frames_export_text_only_and_say_so(tmp_path: Path) -> No
     assert summary.splits["train"].text_only == 2
 
 
+def test_frames_without_bytes_export_text_only(tmp_path: Path) -> None:
+    """Shards written without frame bytes (times and paths only) are text-only too."""
+    root = corpus(tmp_path / "corpus")
+    path = root / "data" / "clips" / "train-00000-of-00001.parquet"
+    rows = pq.read_table(path).to_pylist()
+    for row in rows:
+        row["frames"] = [{"bytes": b"", "path": f["path"]} for f in row["frames"]]
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMAS["clips"]), path)
+    (root / "data" / "clips" / "validation-00000-of-00001.parquet").unlink()
+    out = tmp_path / "sft"
+    summary = export_sft(root, out)
+    assert summary.text_only and any("no decodable image" in note for note in summary.notes)
+    for record in load(out, "llamafactory", "train"):
+        check_llamafactory(record, out)
+        assert "images" not in record
+
+
 def test_bad_input_is_explained_not_fatal(tmp_path: Path) -> None:
     root = corpus(tmp_path / "corpus", bad_frame=True)
     # a character with no lines anywhere else, a dialogue without character turns, an empty test split

@@ -286,6 +286,13 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
             "text-only training still works, without the dynamic profile"
         )
     images = _ClipImages(root, out, settings, summary) if not summary.text_only else None
+    if images is not None and images.kept == 0:
+        summary.text_only = True
+        summary.note(
+            "the shards' frames hold no decodable image (written without frame bytes?): the export is "
+            "text-only; text-only training still works, without the dynamic profile"
+        )
+        images = None
 
     dataset_info: dict[str, Any] = {}
     splits = sorted(set(dialogue_files) | set(shard_files(root, "clips")), key=_split_key)
@@ -429,7 +436,8 @@ class _ClipImages:
 
     def __init__(self, root: Path, out: Path, settings: ExportSettings, summary: ExportSummary):
         self.by_clip: dict[str, list[str]] = {}
-        bad = 0
+        self.kept = 0
+        bad = empty = 0
         for paths in shard_files(root, "clips").values():
             for row in read_rows(paths, ["clip_id", "frame_times_s", "frames"]):
                 times = list(row.get("frame_times_s") or [])
@@ -440,14 +448,19 @@ class _ClipImages:
                 kept: list[str] = []
                 for t_s, frame in _evenly(pairs, settings.max_frames):
                     data = (frame or {}).get("bytes") if isinstance(frame, dict) else None
-                    problem = "no image bytes" if not data else _decodable(data)
-                    if problem:
+                    if not data:
+                        empty += 1
+                        continue
+                    if _decodable(data):
                         bad += 1
                         continue
                     rel = f"images/{row['clip_id']}/{_frame_name(len(kept), t_s)}"
                     write_bytes(out / rel, data)
                     kept.append(rel)
                 self.by_clip[row["clip_id"]] = kept
+                self.kept += len(kept)
+        if empty and self.kept:
+            summary.note(f"{empty} frame(s) hold no image bytes and were left out")
         if bad:
             summary.note(
                 f"{bad} frame(s) could not be decoded and were left out (the <image> count follows the "
