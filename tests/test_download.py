@@ -320,6 +320,7 @@ def test_playlist_expands_and_its_videos_download_in_the_same_run(tmp_path, serv
     with Catalog(work) as catalog:
         parent = catalog.item("season-1", "download")
         assert parent["state"] == "skipped" and parent["error_message"] == "playlist expanded into 2 videos"
+        assert parent["error_class"] == "expanded"  # later stages skip it as no video of its own
         children = [v for v in catalog.videos() if v.video_id != "season-1"]
         parents = dict(catalog.db.execute("SELECT video_id, parent_id FROM videos"))
     assert len(children) == 2

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import toy_stages
-from toy_stages import Double, Expand, Measure, calls, manifest_rows
+from toy_stages import AfterExpand, Double, Expand, Measure, calls, manifest_rows
 
 from v60k import pipeline
 from v60k.catalog import Catalog
@@ -106,7 +106,9 @@ def test_changing_a_later_stage_setting_reruns_only_that_stage(tmp_path):
 def test_process_pool_sets_up_once_per_worker(tmp_path):
     work = tmp_path / "work"
     _seed(work, 12)
-    summary = pipeline.run(work, stages=[Measure], workers=2)
+    # the run has one worker; the config's resources section gives this stage two processes
+    config = PipelineConfig(resources={"toy_measure": {"workers": 2}})
+    summary = pipeline.run(work, stages=[Measure], workers=1, config=config)
     assert summary.counts["toy_measure"]["done"] == 12
     setups = (work / "setups.log").read_text().splitlines()
     assert 1 <= len(setups) <= 2  # once per worker process, never per video
@@ -120,11 +122,17 @@ def test_new_videos_from_a_playlist_join_the_same_run(tmp_path):
     with Catalog(work) as catalog:
         catalog.add_videos([{"video_id": "list1", "source_url": "http://h/list1", "series": "S"},
                             {"video_id": "solo", "source_url": "http://h/solo"}])
-    summary = pipeline.run(work, stages=[Expand])
+    summary = pipeline.run(work, stages=[Expand, AfterExpand])
     counts = summary.counts["toy_expand"]
     assert counts["done"] == 4 and counts["skipped"] == 1
-    videos = {v.video_id: v for v in Catalog(work).videos()}
+    # the playlist row is no video: its later stages are skipped as such, never run and never failed
+    assert summary.counts["toy_after_expand"] == {"pending": 0, "running": 0, "done": 4, "failed": 0, "skipped": 1}
+    with Catalog(work) as catalog:
+        videos = {v.video_id: v for v in catalog.videos()}
+        after = catalog.item("list1", "toy_after_expand")
     assert videos["item2-of-list1"].series == "S"
+    assert after["error_class"] == "expanded" and "toy_expand expanded it" in after["error_message"]
+    assert "toy_after_expand list1 " not in (work / "calls.log").read_text()
 
 
 def test_limit_and_force(tmp_path):
@@ -216,8 +224,14 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
     link.symlink_to(ray_dir)
     executor = RayExecutor(workers=2, num_cpus=2, temp_dir=str(link), node_ip_address="127.0.0.1")
     try:
-        summary = pipeline.run(work, stages=TOY, executor=executor,
-                               config=_config(toy_measure={"fail_ids": ["vid004"]}))
+        # four workers asked for, two CPUs in the cluster: two actors (the others could never start)
+        config = _config(toy_measure={"fail_ids": ["vid004"]}).model_copy(
+            update={"resources": {"toy_measure": {"workers": 4}}})
+        summary = pipeline.run(work, stages=TOY, executor=executor, config=config)
+        setups = (work / "setups.log").read_text().splitlines()
+        # a stage needing a GPU on a cluster without one: every video says why, nothing waits forever
+        no_gpu = pipeline.run(work, stages=TOY, executor=executor, force=True,
+                              config=PipelineConfig(resources={"toy_double": {"gpus": 1}}))
     finally:
         executor.close()
         shutil.rmtree(link.parent, ignore_errors=True)
@@ -225,6 +239,36 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
     assert summary.counts["toy_measure"]["done"] == 7
     assert summary.counts["toy_measure"]["failed"] == 1
     assert summary.counts["toy_double"]["done"] == 7
-    setups = (work / "setups.log").read_text().splitlines()
     assert len(setups) <= 2  # one per actor
     assert read_json(work / "videos" / "vid007" / "double.json") == {"value": 12}
+    assert no_gpu.counts["toy_double"]["failed"] == 8
+    assert no_gpu.failures[0]["error_class"] == "no_resources"
+    assert "0 GPU; one worker of this stage needs 1 CPU, 1 GPU" in no_gpu.failures[0]["example"]
+
+
+def test_worker_resources_follow_the_device_and_the_config():
+    from v60k.config import ConfigError
+    from v60k.executors.ray import placeable_workers
+    from v60k.stage import Resources
+    from v60k.stages.diarize import Diarize, DiarizeSettings
+    from v60k.stages.transcribe import Transcribe, TranscribeSettings
+
+    config = PipelineConfig(resources={"transcribe": {"gpus": 0.5, "workers": 4}})
+    gpu = Transcribe(TranscribeSettings(backend="whisperx", device="cuda"))
+    assert pipeline.stage_resources(gpu, PipelineConfig()) == Resources(cpus=1, gpus=1)
+    assert pipeline.stage_resources(gpu, config) == Resources(cpus=1, gpus=0.5, workers=4)
+    assert pipeline.stage_resources(Transcribe(), PipelineConfig()).gpus == 0
+    assert Diarize(DiarizeSettings(backend="pyannote", device="cuda:1")).worker_resources().gpus == 1
+    assert Diarize(DiarizeSettings(backend="embeddings")).worker_resources().gpus == 0
+    with pytest.raises(ConfigError, match="unknown resource"):
+        pipeline.stage_resources(gpu, PipelineConfig(resources={"transcribe": {"vram": 24}}))
+    with pytest.raises(ConfigError, match="workers >= 1"):
+        pipeline.stage_resources(gpu, PipelineConfig(resources={"transcribe": {"workers": 0}}))
+
+    cluster = {"CPU": 16.0, "GPU": 2.0, "memory": 64 * 2**30}
+    assert placeable_workers(Resources(cpus=1, gpus=0.5), 8, cluster) == (4, None)
+    assert placeable_workers(Resources(cpus=4), 8, cluster) == (4, None)
+    assert placeable_workers(Resources(cpus=1, memory_gb=20), 8, cluster) == (3, None)
+    assert placeable_workers(Resources(cpus=1), 8, cluster) == (8, None)
+    workers, why = placeable_workers(Resources(cpus=1, gpus=1), 8, {"CPU": 16.0})
+    assert workers == 0 and why.startswith("the Ray cluster has 16 CPU, 0 GPU")

@@ -90,5 +90,17 @@ class Expand(Stage):
         return StageResult(outputs={"expand": "expand.json"})
 
 
+class AfterExpand(Stage):
+    """Reads what toy_expand wrote."""
+
+    name = "toy_after_expand"
+    requires = ("toy_expand",)
+
+    def process(self, video: Video) -> StageResult:
+        _log_call(self.workdir.root, self.name, video.video_id)
+        read_json(video.dir / "expand.json")
+        return StageResult()
+
+
 def manifest_rows(n: int, prefix: str = "vid") -> list[dict]:
     return [{"video_id": f"{prefix}{i:03d}", "source_url": f"http://127.0.0.1/{prefix}{i:03d}.mp4"} for i in range(n)]

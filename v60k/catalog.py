@@ -22,6 +22,7 @@ from v60k.workdir import WorkDir
 STATES = ("pending", "running", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")
 UPSTREAM_FAILED = "upstream_failed"
+EXPANDED = "expanded"  # a playlist/channel row: its entries became videos of their own; no later stage applies
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -243,17 +244,23 @@ class Catalog:
         return total
 
     def skip_after_failed_inputs(self, stage: str, upstream: Sequence[str]) -> int:
-        """Pending rows whose input stage failed become ``skipped`` (upstream_failed), a final state."""
+        """Pending rows whose input stage failed become ``skipped`` (upstream_failed), a final state; so do the
+        later stages of a row that expanded into other videos (a playlist), with ``expanded``."""
         total = 0
+        now = time.time()
+        cascades = (
+            (UPSTREAM_FAILED, "{up} did not complete", "state='failed' OR (state='skipped' AND error_class=?)"),
+            (EXPANDED, "not a video: {up} expanded it into videos of their own", "state='skipped' AND error_class=?"),
+        )
         with self._tx():
             for up in upstream:
-                total += self.db.execute(
-                    "UPDATE items SET state='skipped', error_class=?, error_message=?, finished_at=?"
-                    " WHERE stage=? AND state='pending' AND video_id IN"
-                    " (SELECT video_id FROM items WHERE stage=? AND (state='failed' OR"
-                    "  (state='skipped' AND error_class=?)))",
-                    (UPSTREAM_FAILED, f"{up} did not complete", time.time(), stage, up, UPSTREAM_FAILED),
-                ).rowcount
+                for error_class, message, condition in cascades:
+                    total += self.db.execute(
+                        "UPDATE items SET state='skipped', error_class=?, error_message=?, finished_at=?"
+                        " WHERE stage=? AND state='pending' AND video_id IN"
+                        f" (SELECT video_id FROM items WHERE stage=? AND ({condition}))",
+                        (error_class, message.format(up=up), now, stage, up, error_class),
+                    ).rowcount
         return total
 
     def ready(self, stage: str, upstream: Sequence[str], limit: int | None = None) -> list[str]:

@@ -1,7 +1,7 @@
 """Pipeline configuration: YAML with ``${ENV_VAR}`` interpolation → a validated ``PipelineConfig``.
 
 One section per stage (validated by that stage's ``Settings``), plus ``executor``, ``workers``,
-``llm`` and ``output`` shared sections. Secrets come only from the environment.
+``resources`` (per stage: cpus, gpus, memory_gb, workers), ``llm`` and ``output`` shared sections. Secrets come only from the environment.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class PipelineConfig(BaseModel):
     ray_address: str | None = None
     llm: dict[str, Any] = Field(default_factory=dict)
     output: dict[str, Any] = Field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)  # {stage: {cpus, gpus, memory_gb, workers}}
     stage_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str | None = None  # the file it was read from
 

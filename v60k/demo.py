@@ -86,19 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"building sample episodes in {media_dir} ...", flush=True)
     episodes = build_media(media_dir)
     config = load_config(args.config, known_stages=list(STAGE_ORDER))
+    corpus_dir = root / "corpus"
+    config = config.model_copy(update={"output": {**config.output, "dir": str(corpus_dir)}})
     progress = default_progress()
     with MediaServer(media_dir) as server:
         manifest = write_manifest(root / "manifest.csv", server, episodes)
         try:
-            pipeline.run(root / "work", manifest=manifest, config=config, workers=args.workers, progress=progress)
+            summary = pipeline.run(root / "work", manifest=manifest, config=config, workers=args.workers,
+                                   progress=progress)
         finally:
             progress.close()
     extra = {"manifest": str(manifest), "work dir": str(root / "work")}
-    corpus_dir = root / "corpus"
-    from v60k.dataset import OutputSettings, validate, write_report, write_shards
+    from v60k.dataset import write_report
 
-    shard_summary = write_shards(root / "work", corpus_dir, OutputSettings(**config.output))
-    report = validate(corpus_dir)
+    shard_summary, report = summary.shards, summary.shards.validation
     html = write_report(root / "work", root / "report.html", corpus_dir=corpus_dir)
     extra.update({
         "shards": f"{corpus_dir / 'data'} ({shard_summary.describe()})",

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from v60k.catalog import Catalog
-from v60k.config import PipelineConfig, load_config
+from v60k.config import ConfigError, PipelineConfig, load_config
 from v60k.executors import Executor, StageSpec, make_executor
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
-from v60k.stage import Stage, StageContext, Video
+from v60k.stage import Resources, Stage, StageContext, Video
 from v60k.stages import STAGE_ORDER, stage_class
 from v60k.workdir import WorkDir
 
@@ -41,6 +41,13 @@ class RunSummary:
     failures: list[dict[str, Any]] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    shards: Any = None  # v60k.dataset.ShardSummary when the run ended by writing the shards
+
+    @property
+    def shards_ok(self) -> bool:
+        """False only when shards were written and failed validation."""
+        validation = getattr(self.shards, "validation", None)
+        return validation is None or bool(validation.ok)
 
     @property
     def failed(self) -> int:
@@ -95,6 +102,15 @@ def build_stage(klass: type[Stage], config: PipelineConfig, workdir: WorkDir) ->
     return klass(klass.Settings(**config.section(klass.name)), StageContext(workdir, config.shared))
 
 
+def stage_resources(stage: Stage, config: PipelineConfig) -> Resources:
+    """What one worker of ``stage`` needs: the stage's own figure for its settings, then the config's
+    ``resources: {stage: {...}}`` entry over it."""
+    try:
+        return stage.worker_resources().merged(config.resources.get(stage.name))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"resources of {stage.name}: {exc}") from exc
+
+
 def ingest_manifest(catalog: Catalog, manifest: Manifest | str | Path) -> dict[str, Any]:
     """Add a manifest's rows to the catalog; return what was added, collapsed and rejected."""
     if not isinstance(manifest, Manifest):
@@ -124,10 +140,13 @@ def run(
     progress: Progress | None = None,
     command: str = "run",
     overrides: dict[str, dict[str, Any]] | None = None,
+    write_output: bool | None = None,
 ) -> RunSummary:
     """Run ``stages`` (default: the config's, else all) over every pending video, resumably.
 
     ``overrides`` ({stage: {setting: value}}) take precedence over the config file's sections.
+    ``write_output`` (default: when the whole pipeline runs and the config sets ``output.dir``) ends the run
+    by writing the Parquet shards, the card and their validation report (``v60k.dataset.write_shards``).
     """
     started = time.time()
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
@@ -144,6 +163,7 @@ def run(
     involved = _with_requirements(selected)
     requires = {c.name: c.requires for c in involved}
     built = {c.name: build_stage(c, config, workdir) for c in involved}
+    specs = {name: StageSpec.of(stage, stage_resources(stage, config)) for name, stage in built.items()}
     fingerprints = {name: stage.fingerprint() for name, stage in built.items()}
 
     with _RunLock(workdir.lock_path), Catalog(workdir) as catalog:
@@ -172,7 +192,8 @@ def run(
         try:
             for klass in selected:
                 processed[klass.name] = _run_stage(
-                    catalog, built[klass.name], fingerprints[klass.name], runner, run_id, subset, progress
+                    catalog, built[klass.name], specs[klass.name], fingerprints[klass.name], runner, run_id, subset,
+                    progress,
                 )
         finally:
             if executor is None or isinstance(executor, str):  # we made it, we close it
@@ -180,15 +201,31 @@ def run(
             catalog.finish_run(run_id)
         names = [c.name for c in selected]
         counts = catalog.counts()
-        return RunSummary(
+        summary = RunSummary(
             workdir=str(workdir.root),
             stages=names,
             counts={n: counts.get(n, {}) for n in names},
             processed=processed,
             failures=[f for f in catalog.failures() if f["stage"] in names],
             manifest=manifest_info,
-            elapsed_s=round(time.time() - started, 3),
         )
+        if write_output is None:
+            write_output = stages is None and bool(config.output.get("dir"))
+        if write_output:
+            summary.shards = _write_output(workdir, config, progress)
+    summary.elapsed_s = round(time.time() - started, 3)
+    return summary
+
+
+def _write_output(workdir: WorkDir, config: PipelineConfig, progress: Progress) -> Any:
+    """The run's last step: the corpus as Parquet shards in ``output.dir``, with card and validation."""
+    from v60k.dataset import OutputSettings, write_shards
+
+    settings = OutputSettings.from_config(config.output)
+    if settings.dir is None:
+        raise ValueError("the config's output section has no dir: nowhere to write the shards")
+    progress.message(f"writing shards to {settings.dir}")
+    return write_shards(workdir, settings.dir, settings)
 
 
 def _limited_ids(catalog: Catalog, limit: int | None) -> set[str] | None:
@@ -201,6 +238,7 @@ def _limited_ids(catalog: Catalog, limit: int | None) -> set[str] | None:
 def _run_stage(
     catalog: Catalog,
     stage: Stage,
+    spec: StageSpec,
     fingerprint: str,
     runner: Executor,
     run_id: str,
@@ -208,7 +246,6 @@ def _run_stage(
     progress: Progress,
 ) -> int:
     """Run one stage until nothing of it is ready (new videos discovered on the way join in)."""
-    spec = StageSpec.of(stage)
     total = 0
     while True:
         catalog.skip_after_failed_inputs(stage.name, stage.requires)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,11 +44,31 @@ def _redact(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Resources:
-    """What one worker of a stage needs (the Ray executor turns this into actor options)."""
+    """What one worker of a stage needs (the Ray executor turns this into actor options), and optionally how
+    many workers the stage gets (None: the run's ``workers``). A config's ``resources:`` section overrides it."""
 
     cpus: float = 1.0
     gpus: float = 0.0
     memory_gb: float = 0.0
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if min(self.cpus, self.gpus, self.memory_gb) < 0 or (self.workers is not None and self.workers < 1):
+            raise ValueError(f"invalid resources {self}: amounts must be >= 0 and workers >= 1")
+
+    @classmethod
+    def on_device(cls, device: str, cpus: float = 1.0) -> Resources:
+        """One GPU per worker for a torch/CTranslate2 device "cuda" / "cuda:N", none for "cpu"."""
+        return cls(cpus=cpus, gpus=1.0 if device.startswith("cuda") else 0.0)
+
+    def merged(self, overrides: dict[str, Any] | None) -> Resources:
+        """These resources with some fields replaced (a config's ``resources: {stage: {...}}`` entry)."""
+        if not overrides:
+            return self
+        unknown = set(overrides) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown resource(s) {sorted(unknown)}; known: cpus, gpus, memory_gb, workers")
+        return replace(self, **overrides)
 
 
 @dataclass
@@ -150,6 +170,10 @@ class Stage:
 
     def fingerprint_extra(self) -> Any:
         return None
+
+    def worker_resources(self) -> Resources:
+        """What one worker needs with these settings (e.g. a GPU when ``device`` is cuda); default ``resources``."""
+        return self.resources
 
     def setup(self) -> None:
         """Load models and open clients; called once per worker before any ``process``."""

@@ -8,7 +8,7 @@ import os
 import click
 
 from v60k import __version__
-from v60k.cli import pipeline_cmds
+from v60k.cli import dataset_cmds, eval_cmds, pipeline_cmds, sft_cmds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,22 +27,8 @@ def cli(verbose: int) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-pipeline_cmds.register(cli)
-
-
-def _register_optional(module: str) -> None:
-    """Command groups of the later layers (dataset, framework) register themselves here."""
-    import importlib
-
-    try:
-        importlib.import_module(module).register(cli)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-
-
-for _module in ("v60k.cli.dataset_cmds", "v60k.cli.framework_cmds"):
-    _register_optional(_module)
+for _commands in (pipeline_cmds, dataset_cmds, sft_cmds, eval_cmds):
+    _commands.register(cli)
 
 
 def main() -> None:

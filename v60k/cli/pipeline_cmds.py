@@ -51,7 +51,7 @@ def _execute(stages, manifest, workdir, config_path, workers, executor, ray_addr
         progress.close()
     if not quiet:
         print_summary(summary)
-    if strict and summary.failed:
+    if strict and summary.failed or not summary.shards_ok:
         sys.exit(1)
     if summary.unfinished:
         click.echo(f"{summary.unfinished} item(s) are still waiting for an earlier stage", err=True)

@@ -73,4 +73,8 @@ def print_summary(summary: Any) -> None:
     console.print(counts_table(summary.counts))
     if summary.failures:
         console.print(failures_table(summary.failures))
+    if summary.shards is not None:
+        console.print(f"shards: {summary.shards.out_dir} ({summary.shards.describe()})")
+        if summary.shards.validation is not None:
+            console.print(summary.shards.validation.render())
     console.print(f"finished in {summary.elapsed_s:.1f}s — work dir {summary.workdir}")

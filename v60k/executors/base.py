@@ -10,8 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from v60k.catalog import ItemOutcome
-from v60k.stage import SkipVideo, Stage, StageContext, StageError, Video
+from v60k.catalog import EXPANDED, ItemOutcome
+from v60k.stage import Resources, SkipVideo, Stage, StageContext, StageError, Video
 from v60k.workdir import WorkDir
 
 log = logging.getLogger(__name__)
@@ -25,15 +25,17 @@ class StageSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     workdir: str = "."
     shared: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
 
     @classmethod
-    def of(cls, stage: Stage) -> StageSpec:
+    def of(cls, stage: Stage, resources: Resources | None = None) -> StageSpec:
         klass = type(stage)
         return cls(
             class_path=f"{klass.__module__}:{klass.__qualname__}",
             settings=stage.settings.model_dump(mode="python"),
             workdir=str(stage.workdir.root),
             shared=dict(stage.context.shared if stage.context else {}),
+            resources=resources or stage.worker_resources(),
         )
 
     @property
@@ -56,8 +58,9 @@ def run_one(stage: Stage, video: Video) -> ItemOutcome:
         outcome.metrics = dict(result.metrics)
         outcome.usage = dict(result.usage)
         outcome.new_videos = list(result.new_videos)
-        if result.skip_reason:
-            outcome.state, outcome.error_class, outcome.error_message = "skipped", "skipped", result.skip_reason
+        if result.skip_reason:  # a row that expanded into new videos (a playlist) is not a video itself
+            outcome.state, outcome.error_message = "skipped", result.skip_reason
+            outcome.error_class = EXPANDED if result.new_videos else "skipped"
     except SkipVideo as skip:
         outcome.state, outcome.error_class, outcome.error_message = "skipped", skip.error_class, skip.reason
     except StageError as exc:

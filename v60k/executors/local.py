@@ -30,10 +30,11 @@ class LocalExecutor:
         self.workers = max(1, int(workers))
 
     def run(self, spec: StageSpec, videos: Iterable[Video]) -> Iterator[ItemOutcome]:
-        if self.workers == 1:
+        workers = spec.resources.workers or self.workers
+        if workers == 1:
             yield from self._run_inline(spec, videos)
         else:
-            yield from self._run_pool(spec, videos)
+            yield from self._run_pool(spec, videos, workers)
 
     def _run_inline(self, spec: StageSpec, videos: Iterable[Video]) -> Iterator[ItemOutcome]:
         stage = None
@@ -47,7 +48,7 @@ class LocalExecutor:
             if stage is not None:
                 stage.teardown()
 
-    def _run_pool(self, spec: StageSpec, videos: Iterable[Video]) -> Iterator[ItemOutcome]:
+    def _run_pool(self, spec: StageSpec, videos: Iterable[Video], workers: int) -> Iterator[ItemOutcome]:
         source = iter(videos)
         context = multiprocessing.get_context("spawn")
         pool: ProcessPoolExecutor | None = None
@@ -55,14 +56,14 @@ class LocalExecutor:
         exhausted = False
         try:
             while True:
-                while not exhausted and len(in_flight) < 2 * self.workers:
+                while not exhausted and len(in_flight) < 2 * workers:
                     video = next(source, None)
                     if video is None:
                         exhausted = True
                         break
                     if pool is None:
                         pool = ProcessPoolExecutor(
-                            self.workers, mp_context=context, initializer=_init_worker, initargs=(spec,)
+                            workers, mp_context=context, initializer=_init_worker, initargs=(spec,)
                         )
                     in_flight[pool.submit(_process, video)] = video
                 if not in_flight:

@@ -11,7 +11,7 @@ from typing import Any
 
 from v60k.catalog import ItemOutcome
 from v60k.executors.base import StageSpec, crashed, run_one
-from v60k.stage import Video
+from v60k.stage import Resources, Video
 
 
 class _StageActor:
@@ -21,6 +21,24 @@ class _StageActor:
 
     def process(self, video: Video) -> ItemOutcome:
         return run_one(self.stage, video)
+
+
+def placeable_workers(resources: Resources, wanted: int, cluster: dict[str, float]) -> tuple[int, str | None]:
+    """How many actors of ``resources`` the cluster can hold at once (at most ``wanted``; actors that could never
+    be placed would leave their videos waiting forever), or 0 and the reason when it can hold none."""
+    needs = {"CPU": resources.cpus, "GPU": resources.gpus, "memory": resources.memory_gb * 2**30}
+    fits = wanted
+    for key, need in needs.items():
+        if need > 0:
+            fits = min(fits, int(cluster.get(key, 0.0) // need))
+    if fits >= 1:
+        return fits, None
+    def show(amount: float, key: str) -> str:
+        return f"{amount / 2**30:.3g} GiB memory" if key == "memory" else f"{amount:g} {key}"
+
+    have = ", ".join(show(cluster.get(k, 0.0), k) for k, need in needs.items() if need > 0)
+    want = ", ".join(show(need, k) for k, need in needs.items() if need > 0)
+    return 0, f"the Ray cluster has {have}; one worker of this stage needs {want} (see the config's resources:)"
 
 
 class RayExecutor:
@@ -66,12 +84,19 @@ class RayExecutor:
         if first is None:
             return
         ray = self._ensure_ray()
-        resources = spec.stage_class.resources
+        resources = spec.resources
         options: dict[str, Any] = {"num_cpus": resources.cpus, "num_gpus": resources.gpus, "max_restarts": 0}
         if resources.memory_gb:
             options["memory"] = int(resources.memory_gb * 2**30)
+        workers, shortage = placeable_workers(resources, resources.workers or self.workers, ray.cluster_resources())
+        if shortage:  # no actor could ever start: say so for every video instead of waiting forever
+            for video in [first, *source]:
+                outcome = crashed(spec.stage_class.name, video, shortage)
+                outcome.error_class = "no_resources"
+                yield outcome
+            return
         actor_class = ray.remote(_StageActor).options(**options)
-        actors = [actor_class.remote(spec) for _ in range(self.workers)]
+        actors = [actor_class.remote(spec) for _ in range(workers)]
         idle = list(actors)
         in_flight: dict[Any, tuple[Any, Video]] = {}
         pending_video: Video | None = first

@@ -87,6 +87,9 @@ class Diarize(Stage):
     def fingerprint_extra(self) -> Any:
         return self._make_backend().identity()
 
+    def worker_resources(self) -> Resources:
+        return Resources.on_device(self.settings.device if self.settings.backend == "pyannote" else "cpu")
+
     def setup(self) -> None:
         self.backend.load()
 

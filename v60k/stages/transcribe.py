@@ -93,6 +93,9 @@ class Transcribe(Stage):
     def fingerprint_extra(self) -> Any:
         return make_asr_backend(self.settings).identity()
 
+    def worker_resources(self) -> Resources:
+        return Resources.on_device(self.settings.device)
+
     def setup(self) -> None:
         self.backend.load()
 
