@@ -299,7 +299,7 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
             with pytest.raises(StageError) as caught:
                 run_once()
             assert caught.value.error_class == "batch_pending" and caught.value.transient
-            assert "v60k retry --stage generate" in str(caught.value)
+            assert "the next `v60k generate --batch` collects them" in str(caught.value)
             if expected_lines is None:  # a run while the batch still runs: nothing new is submitted
                 assert "submitted earlier" in str(caught.value)
                 server.complete_batches()
@@ -349,6 +349,7 @@ def pipeline_workdir(root: Path) -> WorkDir:
 
 
 def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collected(tmp_path):
+    """Each run polls the waiting batches by itself (no `v60k retry` needed) until they are collected."""
     from v60k import pipeline
     from v60k.config import PipelineConfig
     from v60k.progress import Progress
@@ -374,7 +375,6 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
             states.append((item["stages"]["generate"]["failed"], [f["error_class"] for f in item["failures"]]))
             if complete:
                 server.complete_batches()
-            pipeline.retry(batch_dir, "generate")
         final = pipeline.run(batch_dir, config=batch_config, progress=Progress())
         assert states == [(1, ["batch_pending"])] * 3 and len(server.batches) == 2
         assert final.counts["generate"]["done"] == 1 and server.chat_requests == 6  # no new HTTP chat requests

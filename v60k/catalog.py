@@ -389,20 +389,23 @@ class Catalog:
                     totals[key] = totals.get(key, 0) + value
         return out
 
-    def retry(self, stage: str | None = None) -> int:
-        """Failed rows (of one stage, or all) go back to pending, with what was skipped because of them."""
+    def retry(self, stage: str | None = None, error_classes: Sequence[str] | None = None) -> int:
+        """Failed rows (of one stage, or all; of some error classes, or any) go back to pending, with what was
+        skipped because of them."""
+        sql, params = "UPDATE items SET state='pending' WHERE state='failed'", []
+        if stage:
+            sql, params = sql + " AND stage=?", [stage]
+        if error_classes is not None:
+            sql += f" AND error_class IN ({','.join('?' * len(error_classes))})"
+            params += list(error_classes)
         with self._tx():
-            if stage:
-                n = self.db.execute(
-                    "UPDATE items SET state='pending' WHERE state='failed' AND stage=?", (stage,)
-                ).rowcount
-            else:
-                n = self.db.execute("UPDATE items SET state='pending' WHERE state='failed'").rowcount
-            self.db.execute(
-                "UPDATE items SET state='pending', error_class=NULL, error_message=NULL"
-                " WHERE state='skipped' AND error_class=?",
-                (UPSTREAM_FAILED,),
-            )
+            n = self.db.execute(sql, params).rowcount
+            if n:
+                self.db.execute(
+                    "UPDATE items SET state='pending', error_class=NULL, error_message=NULL"
+                    " WHERE state='skipped' AND error_class=?",
+                    (UPSTREAM_FAILED,),
+                )
         return n
 
 

@@ -178,6 +178,9 @@ def run(
         catalog.reset_interrupted()
         catalog.ensure_items([c.name for c in involved])
         catalog.apply_fingerprints(fingerprints, public["stages"])
+        for klass in selected:
+            if klass.retry_on_run:
+                catalog.retry(klass.name, klass.retry_on_run)
         subset = _limited_ids(catalog, limit)
         if force:
             for klass in selected:

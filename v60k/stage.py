@@ -153,6 +153,8 @@ class Stage:
     requires: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[StageSettings]] = StageSettings
     resources: ClassVar[Resources] = Resources()
+    # failure classes that every run retries by itself (e.g. a batch that was still running last time)
+    retry_on_run: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: StageSettings | None = None, context: StageContext | None = None):
         self.settings = settings if settings is not None else self.Settings()

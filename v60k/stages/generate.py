@@ -16,7 +16,7 @@ retries) fail the video with error_class ``llm_transient`` so that a retry asks 
 makes that retry repeat only what failed. Authentication or unknown-model errors fail it as ``llm_endpoint``.
 
 Batch mode (``batch: true``): requests not in the cache are submitted to the Batch API and the video fails with
-error_class ``batch_pending`` (transient); ``v60k retry --stage generate`` then ``v60k generate --batch`` collects
+error_class ``batch_pending`` (transient); the next ``v60k generate --batch`` (or ``v60k run``) polls and collects
 the answers (summaries first, then a second batch for the dialogues that need them). See docs/generation.md.
 """
 
@@ -243,6 +243,7 @@ class Generate(Stage):
     name = "generate"
     version = "1"
     requires = ("clips",)  # frames.json (the sample stage) is read when present
+    retry_on_run = ("batch_pending",)  # every run polls the batches still running
     Settings = GenerateSettings
 
     def __init__(self, settings: StageSettings | None = None, context: Any = None):
@@ -392,7 +393,7 @@ class Generate(Stage):
                 submitted = await _batch_call(session.submit())
                 waiting = len(session.waiting)
                 raise StageError(f"{waiting} request(s) wait for batch results ({submitted or 'submitted earlier'}); "
-                                 "`v60k retry --stage generate` then `v60k generate --batch` collects them",
+                                 "the next `v60k generate --batch` collects them",
                                  error_class="batch_pending", transient=True)
         finally:
             client.batch = None
