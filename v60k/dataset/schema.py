@@ -37,9 +37,9 @@ IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
 def schemas_dir() -> Path:
-    """``$V60K_SCHEMAS_DIR``, else the repository's ``schemas/``."""
+    """``$V60K_SCHEMAS_DIR``, else the package's ``v60k/schemas/`` (the repository's ``schemas/`` links there)."""
     override = os.environ.get("V60K_SCHEMAS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "schemas"
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "schemas"
 
 
 class SchemaError(ValueError):

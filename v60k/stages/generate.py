@@ -39,7 +39,7 @@ from v60k.backends.llm import LLMError, LLMSettings
 from v60k.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.workdir import VideoPaths, read_json, write_json
 
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # also reachable as pipelines/prompts/
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
 _HEADER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
@@ -58,7 +58,8 @@ class Prompt:
 
     @classmethod
     def load(cls, name: str, prompts_dir: Path | None = None) -> Prompt:
-        path = (prompts_dir or PROMPTS_DIR) / f"{name}.md"
+        """A prompt by version name (``summary-v1``: ``v60k/prompts/summary-v1.md``) or by a ``.md`` file path."""
+        path = Path(name).expanduser() if name.endswith(".md") else (prompts_dir or PROMPTS_DIR) / f"{name}.md"
         if not path.exists():
             raise FileNotFoundError(f"prompt file not found: {path}")
         text = path.read_text(encoding="utf-8")
