@@ -13,6 +13,7 @@ import functools
 import http.server
 import json
 import subprocess
+import sys
 import tempfile
 import threading
 import wave
@@ -294,13 +295,20 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hangs up mid-file (yt-dlp probing, a killed run) is normal here; other errors print."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class MediaServer:
     """A real HTTP server on 127.0.0.1 serving a directory: the demo and the tests download from it."""
 
     def __init__(self, root: str | Path, port: int = 0):
         self.root = Path(root)
         handler = functools.partial(_QuietHandler, directory=str(self.root))
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd = _QuietServer(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
