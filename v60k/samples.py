@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,9 @@ def _speak(speaker: Speaker, text: str, workdir: Path, index: int) -> np.ndarray
         ["espeak-ng", "-v", speaker.voice, "-p", str(speaker.pitch), "-s", str(speaker.speed), "-w", str(out), text],
         check=True,
         capture_output=True,
+        # espeak-ng opens a PulseAudio client even when writing a file; in a HOME without a pulse cookie that
+        # client's set-up shifts espeak's random voice jitter, so the same line would sound different per run
+        env={**os.environ, "PULSE_SERVER": "none"},
     )
     with wave.open(str(out)) as wav:
         rate = wav.getframerate()
