@@ -11,12 +11,12 @@ from __future__ import annotations
 import shutil
 import wave
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bench.common import Row, scratch, timed
 from v60k.backends.diarization import SpeakerCountHint
+from v60k.backends.diarization.metrics import cluster_purity, louder_channel_reference, speaker_at
 from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import StageContext, Video
 from v60k.stages.attribute import Attribute
@@ -39,26 +39,6 @@ def uncast_guest_spec() -> EpisodeSpec:
     speakers = [Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+m3", 30, 145),
                 Speaker("Guest", "en-gb+f4", 90, 180)]
     return EpisodeSpec(name="bench-guest", speakers=speakers, lines=lines, cast=["Monica", "Ross"])
-
-
-def _speaker_at(lines: list[dict[str, Any]], start: float, end: float) -> str | None:
-    best, best_overlap = None, 0.0
-    for line in lines:
-        overlap = min(end, line["end_s"]) - max(start, line["start_s"])
-        if overlap > best_overlap:
-            best, best_overlap = line["speaker"], overlap
-    return best
-
-
-def purity(turns: list[dict[str, Any]], reference: list[tuple[float, float, str]]) -> float:
-    overlap: dict[tuple[str, str], float] = {}
-    for turn in turns:
-        for start, end, speaker in reference:
-            shared = min(turn["end_s"], end) - max(turn["start_s"], start)
-            if shared > 0:
-                overlap[(turn["speaker"], speaker)] = overlap.get((turn["speaker"], speaker), 0.0) + shared
-    total = sum(overlap.values())
-    return sum(max(v for (h, _), v in overlap.items() if h == hyp) for hyp in {h for h, _ in overlap}) / total
 
 
 def run() -> list[Row]:
@@ -88,12 +68,12 @@ def run() -> list[Row]:
         audio_s += episode.truth["duration_s"]
         document = read_json(video.paths.diarization_json)
         truth_lines = episode.truth["lines"]
-        purities.append(purity(document["turns"], [(t["start_s"], t["end_s"], t["speaker"]) for t in truth_lines]))
+        purities.append(cluster_purity(document["turns"], [(t["start_s"], t["end_s"], t["speaker"]) for t in truth_lines]))
         counts_right += document["num_speakers"] == len(spec.speakers)
         attribute.process(video)
         cast = set(episode.truth["cast"])
         for line in read_json(video.paths.lines_json)["lines"]:
-            spoken_by = _speaker_at(truth_lines, line["start_s"], line["end_s"])
+            spoken_by = speaker_at(truth_lines, line["start_s"], line["end_s"])
             expected = spoken_by if spoken_by in cast else None
             lines_total += 1
             lines_right += line["character"] == expected
@@ -114,12 +94,8 @@ def run() -> list[Row]:
             rate = wav.getframerate()
             stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
         result = diarize.backend.diarize(stereo.mean(axis=1), rate, SpeakerCountHint())
-        step, reference = rate // 10, []
-        for i in range(0, len(stereo) - step + 1, step):
-            energy = np.sqrt((stereo[i : i + step] ** 2).mean(axis=0))
-            if energy.max() > 0.01:
-                reference.append((i / rate, (i + step) / rate, "left" if energy[0] > energy[1] else "right"))
-        rows.append(Row("diarize", "real stereo recording purity", round(purity(
+        reference = louder_channel_reference(stereo, rate)
+        rows.append(Row("diarize", "real stereo recording purity", round(cluster_purity(
             [t.to_dict() for t in result.turns], reference), 3), "", f"{len(result.speakers)} speakers found",
             "2 speakers; overlapped"))
     return rows

@@ -16,8 +16,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import shared_media
 
 from v60k.backends.diarization import SpeakerCountHint, Turn
+from v60k.backends.diarization.metrics import (
+    cluster_purity,
+    louder_channel_reference,
+    overlap_seconds,
+    speaker_at,
+)
 from v60k.media import extract_audio
 from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
 from v60k.stage import SkipVideo, StageContext, Video
@@ -25,7 +32,6 @@ from v60k.stages.diarize import Diarize, split_lines_by_speaker
 from v60k.stages.transcribe import Transcribe
 from v60k.workdir import WorkDir, read_json, write_json
 
-SHARED_MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 _ROOT = Path(tempfile.mkdtemp(prefix="v60k-speech-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
 
@@ -109,36 +115,8 @@ def _stage(workdir: WorkDir, **settings: Any) -> Diarize:
     return stage
 
 
-def shared_media(name: str) -> Path:
-    """A file of ../shared/media, or a clean skip when absent (tests/conftest.py's helper, kept local: another
-    conftest.py under tests/ can shadow ``import conftest``)."""
-    path = SHARED_MEDIA / name
-    if not path.exists():
-        pytest.skip(f"real media not available: {path}")
-    return path
-
-
 def truth_speaker_at(truth: dict[str, Any], start_s: float, end_s: float) -> str | None:
-    best, best_overlap = None, 0.0
-    for line in truth["lines"]:
-        overlap = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
-        if overlap > best_overlap:
-            best, best_overlap = line["speaker"], overlap
-    return best
-
-
-def cluster_purity(turns: list[dict[str, Any]], reference: list[tuple[float, float, str]]) -> float:
-    """Share of overlapped time whose hypothesis cluster's majority reference speaker is the right one."""
-    overlap: dict[tuple[str, str], float] = {}
-    for turn in turns:
-        for start, end, speaker in reference:
-            shared = min(turn["end_s"], end) - max(turn["start_s"], start)
-            if shared > 0:
-                key = (turn["speaker"], speaker)
-                overlap[key] = overlap.get(key, 0.0) + shared
-    total = sum(overlap.values())
-    majority = sum(max(v for (h, _), v in overlap.items() if h == hyp) for hyp in {h for h, _ in overlap})
-    return majority / total if total else 0.0
+    return speaker_at(truth["lines"], start_s, end_s)
 
 
 # ---- quality on generated episodes ---------------------------------------------------------------
@@ -150,13 +128,8 @@ def test_speaker_count_and_purity(kind: str, speakers: int) -> None:
     reference = [(ln["start_s"], ln["end_s"], ln["speaker"]) for ln in truth["lines"]]
     assert cluster_purity(document["turns"], reference) >= 0.95
     # each true speaker's time mostly lies in its own cluster (no two characters merged)
-    overlap: dict[tuple[str, str], float] = {}
-    for turn in document["turns"]:
-        for start, end, speaker in reference:
-            shared = min(turn["end_s"], end) - max(turn["start_s"], start)
-            if shared > 0:
-                overlap[(speaker, turn["speaker"])] = overlap.get((speaker, turn["speaker"]), 0.0) + shared
-    dominant = {who: max((v, label) for (w, label), v in overlap.items() if w == who)[1] for who, _ in overlap}
+    overlap = overlap_seconds(document["turns"], reference)
+    dominant = {who: max((v, label) for (label, w), v in overlap.items() if w == who)[1] for _, who in overlap}
     assert len(dominant) == len(set(dominant.values())) == speakers
 
 
@@ -270,12 +243,7 @@ def test_real_two_speaker_recording_mixed_to_mono(tmp_path: Path) -> None:
     backend = _shared_stage().backend
     result = backend.diarize(stereo.mean(axis=1), rate, SpeakerCountHint())
     assert len(result.speakers) == 2
-    step = rate // 10
-    reference = []
-    for i in range(0, len(stereo) - step + 1, step):
-        energy = np.sqrt((stereo[i : i + step] ** 2).mean(axis=0))
-        if energy.max() > 0.01:
-            reference.append((i / rate, (i + step) / rate, "left" if energy[0] > energy[1] else "right"))
+    reference = louder_channel_reference(stereo, rate)
     turns = [t.to_dict() for t in result.turns]
     # the first half is overlapped speech (the louder voice counts), so the bar is lower than for clean turns
     assert cluster_purity(turns, reference) >= 0.7
