@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import resource
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, scratch
+from bench.common import Row, measured, random_scene_lengths, scratch
 
 REPEAT = int(os.environ.get("V60K_BENCH_REPEAT", "2"))
 WIDTH, HEIGHT, FPS = 1280, 720, 25
-
-
-def _scene_lengths(total_s: float = 150.0, seed: int = 11) -> list[float]:
-    rng = random.Random(seed)
-    lengths: list[float] = []
-    while sum(lengths) < total_s:
-        lengths.append(round(rng.uniform(1.5, 12.0), 2))
-    return lengths
 
 
 def bench_media() -> list[dict[str, Any]]:
@@ -46,7 +34,8 @@ def bench_media() -> list[dict[str, Any]]:
     video, truth = root / "scenes-720p.mp4", root / "scenes-720p.truth.json"
     if not (video.exists() and truth.exists()):
         truth.write_text(
-            json.dumps(build_scene_video(video, _scene_lengths(), WIDTH, HEIGHT, FPS, audio=False))
+            json.dumps(build_scene_video(video, random_scene_lengths(seed=11, longest_s=12.0), WIDTH, HEIGHT, FPS,
+                                         audio=False))
         )
     facts = json.loads(truth.read_text())
     duration = facts["duration_s"]
@@ -89,23 +78,6 @@ def duplicates(jpegs: list[bytes], distance: int) -> int:
 
     hashes = [dhash_of_jpeg(j) for j in jpegs]
     return sum(1 for i, h in enumerate(hashes) if any(hamming(h, g) <= distance for g in hashes[:i]))
-
-
-def _measure(func: Callable[[], Any]) -> tuple[float, float, Any]:
-    """Best wall and CPU seconds (this process and its children) over REPEAT runs, and the last result."""
-    best_wall = best_cpu = float("inf")
-    result = None
-    for _ in range(REPEAT):
-        before = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        start = time.perf_counter()
-        result = func()
-        wall = time.perf_counter() - start
-        after = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        cpu = sum(
-            (a.ru_utime + a.ru_stime) - (b.ru_utime + b.ru_stime) for a, b in zip(after, before, strict=True)
-        )
-        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
-    return best_wall, best_cpu, result
 
 
 def _decode_only(path: Path, start_s: float, end_s: float) -> None:
@@ -162,17 +134,17 @@ def run() -> list[Row]:
         ]
         for start, end in item["clips"]:
             clips += 1
-            wall, cpu, _ = _measure(lambda: _decode_only(path, start, end))  # noqa: B023
+            wall, cpu, _ = measured(lambda: _decode_only(path, start, end), REPEAT)  # noqa: B023
             totals["decode_wall"] += wall
             totals["decode_cpu"] += cpu
             media_decode += cpu
-            wall, cpu, frames = _measure(
-                lambda: sampler.sample(path, start, end, motion=whole, scenes=scene_list)  # noqa: B023
+            wall, cpu, frames = measured(
+                lambda: sampler.sample(path, start, end, motion=whole, scenes=scene_list), REPEAT  # noqa: B023
             )
             totals["reuse_wall"] += wall
             totals["reuse_cpu"] += cpu
             media_reuse += cpu
-            wall, cpu, _ = _measure(lambda: sampler.sample(path, start, end))  # noqa: B023
+            wall, cpu, _ = measured(lambda: sampler.sample(path, start, end), REPEAT)  # noqa: B023
             totals["own_wall"] += wall
             totals["own_cpu"] += cpu
             count = frame_budget(end - start)

@@ -12,29 +12,17 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
-import resource
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, scratch
+from bench.common import Row, measured, random_scene_lengths, scratch
 
 REPEAT = int(os.environ.get("V60K_BENCH_REPEAT", "3"))
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 MATCH_TOLERANCE_FRAMES = 5
-
-
-def _scene_lengths(total_s: float = 150.0, seed: int = 7) -> list[float]:
-    rng = random.Random(seed)
-    lengths: list[float] = []
-    while sum(lengths) < total_s:
-        lengths.append(round(rng.uniform(1.5, 9.0), 2))
-    return lengths
 
 
 def bench_media() -> dict[str, Any]:
@@ -44,7 +32,7 @@ def bench_media() -> dict[str, Any]:
     root = scratch("scenes")
     built, web, truth_path = root / "cuts-720p.mp4", root / "cuts-720p-web.mp4", root / "cuts-720p.truth.json"
     if not (built.exists() and truth_path.exists()):
-        facts = build_scene_video(built, _scene_lengths(), WIDTH, HEIGHT, FPS, audio=True)
+        facts = build_scene_video(built, random_scene_lengths(seed=7, longest_s=9.0), WIDTH, HEIGHT, FPS, audio=True)
         truth_path.write_text(json.dumps(facts), encoding="utf-8")
     if not web.exists():
         tmp = web.with_name(web.name + ".tmp.mp4")
@@ -54,17 +42,6 @@ def bench_media() -> dict[str, Any]:
         tmp.replace(web)
     facts = json.loads(truth_path.read_text(encoding="utf-8"))
     return {"as built": built, "web encode": web, "truth": [round(t * FPS) for t in facts["cuts_s"]]}
-
-
-def _measure(func: Callable[[], Any]) -> tuple[float, float, Any]:
-    """Wall seconds, CPU seconds (this process and its children) and the result of one call."""
-    before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    start = time.perf_counter()
-    result = func()
-    wall = time.perf_counter() - start
-    after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    cpu = sum((a.ru_utime + a.ru_stime) - (b.ru_utime + b.ru_stime) for a, b in zip(after, before))
-    return wall, cpu, result
 
 
 def _decode_only(path: Path) -> None:
@@ -128,11 +105,11 @@ def run() -> list[Row]:
     for label, path in (("as built", media["as built"]), ("web encode", media["web encode"])):
         runs: dict[str, list[tuple[float, float, Any]]] = {"decode": [], "cli": [], "stage": [], "bidir": []}
         for _ in range(REPEAT):  # interleaved, so that load from others hits all of them alike
-            runs["decode"].append(_measure(lambda p=path: _decode_only(p)))
-            runs["cli"].append(_measure(lambda p=path: _scenedetect_cli(p)))
+            runs["decode"].append(measured(lambda p=path: _decode_only(p)))
+            runs["cli"].append(measured(lambda p=path: _scenedetect_cli(p)))
             if label == "web encode":  # the opt-in mode that also skips reference B-frames
-                runs["bidir"].append(_measure(lambda p=path: _scenes_stage(p, skip_frames="bidir")))
-            runs["stage"].append(_measure(lambda p=path: _scenes_stage(p)))
+                runs["bidir"].append(measured(lambda p=path: _scenes_stage(p, skip_frames="bidir")))
+            runs["stage"].append(measured(lambda p=path: _scenes_stage(p)))
         (dec_wall, dec_cpu, _), (cli_wall, cli_cpu, cli_cuts), (st_wall, st_cpu, st_cuts) = (
             _best(runs["decode"]), _best(runs["cli"]), _best(runs["stage"]))
         metrics = _scenes_stage.last_metrics  # type: ignore[attr-defined]
