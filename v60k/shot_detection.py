@@ -29,7 +29,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 
 from v60k.media import MediaError, VideoTiming, video_timing
@@ -103,13 +102,12 @@ class DecodedFrame:
 
 # ---- decoding ----------------------------------------------------------------------------------
 def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:
-    """The small frame size: ``analysis_width`` wide (never upscaled), aspect ratio kept, both sides even (the
-    frames travel as YUV 4:2:0)."""
+    """The small frame size: ``analysis_width`` wide (never upscaled), aspect ratio kept."""
     if width <= 0 or height <= 0:
         raise MediaError(f"video has no frame size ({width}x{height})", "no_video_stream")
-    if width > analysis_width:
-        width, height = analysis_width, height * analysis_width / width
-    return max(2, 2 * round(width / 2)), max(2, 2 * round(height / 2))
+    if width <= analysis_width:
+        return width, height
+    return analysis_width, max(1, round(height * analysis_width / width))
 
 
 def decode_small_frames(
@@ -141,9 +139,7 @@ def decode_small_frames(
         cmd += ["-noaccurate_seek", "-ss", f"{max(0.0, seek_s):.6f}"]
     cmd += [
         "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
-        # YUV 4:2:0 through the pipe: half the bytes of BGR, and ffmpeg's RGB conversion at full size is
-        # costlier than OpenCV's on the small frame (~15% of the pass on 720p)
-        "-vf", f"scale={width}:{height}:flags=area,format=yuv420p,showinfo=checksum=0",
+        "-vf", f"scale={width}:{height}:flags=area,format=bgr24,showinfo=checksum=0",
         "-f", "rawvideo", "-vsync", "passthrough", "pipe:1",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -153,7 +149,7 @@ def decode_small_frames(
     other_lines: list[str] = []
     reader = threading.Thread(target=_read_showinfo, args=(proc.stderr, stamps, time_base, other_lines), daemon=True)
     reader.start()
-    frame_bytes = width * height * 3 // 2
+    frame_bytes = width * height * 3
     last_time: float | None = None
     try:
         assert proc.stdout is not None
@@ -174,8 +170,7 @@ def decode_small_frames(
             else:
                 time_s = float(pts * time_base[0]) - start_time_s
             last_time = time_s
-            image = cv2.cvtColor(np.frombuffer(data, dtype=np.uint8).reshape(height * 3 // 2, width),
-                                 cv2.COLOR_YUV2BGR_I420)
+            image = np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
             yield DecodedFrame(pts=pts, time_s=time_s, key=key, image=image)
         proc.wait()
         reader.join()
