@@ -73,11 +73,12 @@ def run_one(stage: Stage, video: Video) -> ItemOutcome:
     return outcome
 
 
-def crashed(stage_name: str, video: Video, message: str) -> ItemOutcome:
+def crashed(stage_name: str, video: Video, message: str, error_class: str = "worker_crashed") -> ItemOutcome:
+    """A failure the executor records for a video its worker never finished (or could never start)."""
     now = time.time()
     return ItemOutcome(
         video_id=video.video_id, stage=stage_name, state="failed", started_at=now, finished_at=now,
-        error_class="worker_crashed", error_message=message,
+        error_class=error_class, error_message=message,
     )
 
 

@@ -4,6 +4,7 @@ cluster (``address``) or a local one. The work dir must be on a file system ever
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,7 @@ def placeable_workers(resources: Resources, wanted: int, cluster: dict[str, floa
             fits = min(fits, int(cluster.get(key, 0.0) // need))
     if fits >= 1:
         return fits, None
+
     def show(amount: float, key: str) -> str:
         return f"{amount / 2**30:.3g} GiB memory" if key == "memory" else f"{amount:g} {key}"
 
@@ -90,10 +92,8 @@ class RayExecutor:
             options["memory"] = int(resources.memory_gb * 2**30)
         workers, shortage = placeable_workers(resources, resources.workers or self.workers, ray.cluster_resources())
         if shortage:  # no actor could ever start: say so for every video instead of waiting forever
-            for video in [first, *source]:
-                outcome = crashed(spec.stage_class.name, video, shortage)
-                outcome.error_class = "no_resources"
-                yield outcome
+            for video in itertools.chain([first], source):
+                yield crashed(spec.stage_class.name, video, shortage, "no_resources")
             return
         actor_class = ray.remote(_StageActor).options(**options)
         actors = [actor_class.remote(spec) for _ in range(workers)]
