@@ -1,7 +1,8 @@
 """Pipeline configuration: YAML with ``${ENV_VAR}`` interpolation → a validated ``PipelineConfig``.
 
 One section per stage (validated by that stage's ``Settings``), plus ``executor``, ``workers``,
-``resources`` (per stage: cpus, gpus, memory_gb, workers), ``llm`` and ``output`` shared sections. Secrets come only from the environment.
+``resources`` (per stage: cpus, gpus, memory_gb, workers), ``llm`` and ``output`` shared sections.
+Secrets come only from the environment.
 """
 
 from __future__ import annotations

@@ -65,9 +65,10 @@ class Resources:
         """These resources with some fields replaced (a config's ``resources: {stage: {...}}`` entry)."""
         if not overrides:
             return self
-        unknown = set(overrides) - {f.name for f in fields(self)}
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(overrides) - set(known))
         if unknown:
-            raise ValueError(f"unknown resource(s) {sorted(unknown)}; known: cpus, gpus, memory_gb, workers")
+            raise ValueError(f"unknown resource(s) {unknown}; known: {', '.join(known)}")
         return replace(self, **overrides)
 
 
