@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from openai_server import Fault, OpenAIServer, openai_server_fixture  # noqa: F401  (fixture)
 
-from v60k.cli import eval_cmds
+from v60k.cli import chat_cmds
 from v60k.framework import chat
-from v60k.framework.profile import RolePlayProfile, Turn, build_messages, image_parts
+from v60k.framework.roleplay_format import RolePlayProfile, Turn, build_messages, image_parts, without_images
 from v60k.samples import build_episode, two_speaker_spec
 
 
@@ -64,7 +64,9 @@ def test_history_alternates_and_only_the_first_user_message_has_the_frames():
 def test_a_text_only_model_gets_the_frame_times_but_no_images():
     messages = build_messages(_profile(), [], "Hello", vision=False)
     assert image_parts(messages) == []
-    assert messages[1]["content"].startswith("(The video's frames, at 0.50, 1.25, 3.50 s,")
+    lines = messages[1]["content"].split("\n")
+    assert lines[1:] == ["Frame 1 at 0.50 s", "Frame 2 at 1.25 s", "Frame 3 at 3.50 s", "Hello"]
+    assert messages[1]["content"] == without_images(build_messages(_profile(), [], "Hello"))[1]["content"]
 
 
 def test_a_dialogue_the_character_opens_still_starts_with_a_user_message():
@@ -105,7 +107,7 @@ def _chat(tmp_path: Path, episode_work: tuple[Path, Path], server: OpenAIServer 
     if not work.exists():
         shutil.copytree(prepared, work)
     group = click.Group()
-    eval_cmds.register(group)
+    chat_cmds.register(group)
     args = ["chat", "--video", str(video), "--character", CHARACTER, "--cast", "Ross;Monica", "--workdir", str(work),
             "--max-frames", "5", *(["--quiet"] if quiet else []), *extra]
     if server is not None:
@@ -170,19 +172,38 @@ def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tm
 def test_an_interactive_session_keeps_the_history_and_the_default_persona_quotes_the_character(
         tmp_path, episode_work, openai_server):
     openai_server.handler = _scripted
-    openai_server.faults.append(Fault("server_error", match=lambda body: not body.get("response_format")))
+    for _ in range(2):  # with the frames, then without them: not a text-only model, a failed request
+        openai_server.faults.append(Fault("server_error", match=lambda body: "Broken?" in json.dumps(body)))
     result = _chat(tmp_path, episode_work, openai_server,
                    stdin="Broken?\nHow was the museum?\n\nAnd the lecture?\n/quit\n")
     assert result.exit_code == 0, result.output
     assert "the model request failed: server_error" in result.stderr  # reported; the session goes on
     assert "Ross> Answer number 1" in result.stdout and "Ross> Answer number 2" in result.stdout
-    failed, first, second = _chat_bodies(openai_server)
+    failed, failed_text_only, first, second = _chat_bodies(openai_server)
     assert failed["messages"][-1]["content"][-1]["text"] == "Broken?"  # and it is not part of the history
+    assert image_parts(failed_text_only["messages"]) == [] and "warning" not in result.stderr
     assert [m["role"] for m in second["messages"]] == ["system", "user", "assistant", "user"]
     assert second["messages"][2]["content"] == "Answer number 1: I barely slept, Monica."
     assert second["messages"][3]["content"] == "And the lecture?"
     assert image_parts(second["messages"]) == image_parts(first["messages"])
     assert "Things Ross says" in first["messages"][0]["content"]
+
+
+def test_a_text_only_server_refusing_the_images_gets_the_conversation_as_text(tmp_path, episode_work,
+                                                                              openai_server):
+    openai_server.handler = _scripted
+    for _ in range(5):  # a text-only server (llama.cpp without a vision projector) answers image parts with 500
+        openai_server.faults.append(Fault("server_error", match=lambda body: "image_url" in json.dumps(body)))
+    result = _chat(tmp_path, episode_work, openai_server, stdin="How was the museum?\nAnd the lecture?\n/quit\n")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("continuing text-only") == 1
+    assert "Ross> Answer number 1" in result.stdout and "Ross> Answer number 2" in result.stdout
+    refused, first, second = _chat_bodies(openai_server)  # the images were offered once
+    assert len(image_parts(refused["messages"])) == 5
+    for body in (first, second):
+        assert image_parts(body["messages"]) == []
+        assert body["messages"][0] == refused["messages"][0]  # the same system prompt
+        assert "\nFrame 1 at " in body["messages"][1]["content"]  # the frames' labels, as text
 
 
 def test_chat_without_an_endpoint_prepares_offline_then_exits_2_with_a_clear_message(tmp_path, episode_work):
@@ -196,7 +217,7 @@ def test_chat_without_an_endpoint_prepares_offline_then_exits_2_with_a_clear_mes
 
 def test_a_missing_video_file_is_a_clear_error(tmp_path):
     group = click.Group()
-    eval_cmds.register(group)
+    chat_cmds.register(group)
     result = CliRunner().invoke(group, ["chat", "--video", str(tmp_path / "nope.mp4"), "--character", "Ross",
                                         "--once", "Hi"])
     assert result.exit_code == 1 and "video not found" in result.output

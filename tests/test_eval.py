@@ -20,9 +20,8 @@ from v60k.framework.evaluate import (
     dialogue_items,
     load_test_items,
     parse_judgement,
-    subsample_frames,
 )
-from v60k.framework.profile import RolePlayProfile, Turn
+from v60k.framework.roleplay_format import RolePlayProfile, Turn, evenly_spaced
 
 RUBRIC = Rubric.load()
 METRICS = RUBRIC.metric_names
@@ -141,8 +140,8 @@ def test_every_character_turn_answering_a_user_turn_is_an_item_with_the_history_
 
 def test_subsampling_frames_keeps_temporal_order_and_the_ends():
     frames = [(float(t), bytes([t])) for t in range(10)]
-    assert [t for t, _ in subsample_frames(frames, 4)] == [0.0, 3.0, 6.0, 9.0]
-    assert subsample_frames(frames, None) == frames and subsample_frames(frames, 20) == frames
+    assert [t for t, _ in evenly_spaced(frames, 4)] == [0.0, 3.0, 6.0, 9.0]
+    assert evenly_spaced(frames, None) == frames and evenly_spaced(frames, 20) == frames
 
 
 # ------------------------------------------------------------------------------------ a small corpus
@@ -250,7 +249,6 @@ def _eval(tmp_path: Path, server, *extra: str) -> tuple[object, dict]:
     import click
     from click.testing import CliRunner
 
-    from v60k.cli import eval_cmds
 
     group = click.Group()
     eval_cmds.register(group)
@@ -352,7 +350,6 @@ def test_eval_without_an_endpoint_exits_2_with_a_clear_message(tmp_path):
     import click
     from click.testing import CliRunner
 
-    from v60k.cli import eval_cmds
 
     group = click.Group()
     eval_cmds.register(group)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from v60k.cli.sft_cmds import register
+from v60k.framework.roleplay_format import SCENE_OPENING
 from v60k.framework.sft import IMAGE_TOKEN, ExportError, ExportSettings, export_sft
 
 FRAME = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
@@ -247,23 +248,29 @@ def test_both_formats_with_frames_in_temporal_order(tmp_path: Path) -> None:
         assert times == [3000, 7500, 12000]
         shades = [Image.open(out / p).convert("RGB").getpixel((12, 8))[0] for p in record["images"]]
         assert shades[0] < shades[1] < shades[2]  # the pixels, not just the names, are in temporal order
-        assert record["messages"][1]["content"].startswith(IMAGE_TOKEN * 3)
+        first_user = record["messages"][1]["content"].split("\n")
+        assert first_user[0].startswith("The video, as 3 frames in temporal order")  # roleplay-v1's caption
+        assert first_user[1:4] == [f"Frame 1 at 3.00 s: {IMAGE_TOKEN}", f"Frame 2 at 7.50 s: {IMAGE_TOKEN}",
+                                   f"Frame 3 at 12.00 s: {IMAGE_TOKEN}"]
     first, second = train
     system = first["messages"][0]["content"]
-    assert "You are Ross from Friends" in system and "argue about the couch" in system
+    assert 'You are Ross, a character of the video "Friends"' in system and "argue about the couch" in system
     # the persona quotes Ross's lines from elsewhere, never the conversation's own answers
     assert "Pivot the couch" in system and "on a break" not in system
     assert "on a break" in second["messages"][0]["content"]
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant", "user", "assistant"]
     assert "Monica: Where were you?\nMonica: Answer me." in first["messages"][1]["content"]
-    assert second["messages"][1]["content"].endswith("Stay in character.)")  # opened by the character
+    assert second["messages"][1]["content"].endswith(SCENE_OPENING)  # opened by the character
     trl = load(out, "trl", "train")
     for trl_record, lf_record in zip(trl, train, strict=True):
         parts = [p for m in trl_record["messages"] for p in m["content"]]
         assert sum(p["type"] == "image" for p in parts) == len(trl_record["images"]) == 3
         assert trl_record["images"] == lf_record["images"]
-        texts = [next(p["text"] for p in m["content"] if p["type"] == "text") for m in trl_record["messages"]]
-        assert texts == [m["content"].replace(IMAGE_TOKEN, "") for m in lf_record["messages"]]
+        for trl_message, lf_message in zip(trl_record["messages"], lf_record["messages"], strict=True):
+            texts = [line for p in trl_message["content"] if p["type"] == "text" for line in p["text"].split("\n")]
+            assert texts == lf_message["content"].replace(f": {IMAGE_TOKEN}", "").split("\n")
+            kinds = [p["type"] for p in trl_message["content"]]
+            assert all(kinds[i - 1] == "text" for i, k in enumerate(kinds) if k == "image")  # label, image
     info = json.loads((out / "dataset_info.json").read_text())
     assert set(info) == {"v60k_roleplay_train", "v60k_roleplay_validation"}
     entry = info["v60k_roleplay_train"]
@@ -358,7 +365,7 @@ def test_bad_input_is_explained_not_fatal(tmp_path: Path) -> None:
         check_llamafactory(record, out)
         assert len(record["images"]) == 3  # the undecodable frame is left out, tokens follow
     gunther = next(r for r in train if "Gunther" in r["messages"][0]["content"])
-    assert "has said" not in gunther["messages"][0]["content"]
+    assert "Things Gunther says" not in gunther["messages"][0]["content"]
     assert not (out / "llamafactory" / "test.json").exists()
     assert "v60k_roleplay_test" not in json.loads((out / "dataset_info.json").read_text())
 
@@ -386,3 +393,29 @@ def test_cli_prints_the_summary_and_explains_a_missing_corpus(tmp_path: Path) ->
     assert result.exit_code == 1 and "no dialogue shards" in result.output
     with pytest.raises(ExportError):
         export_sft(empty, tmp_path / "o3")
+
+
+def test_training_export_and_chat_render_one_format(tmp_path: Path) -> None:
+    """The same (character, clip) through the SFT export and through chat (the eval's profile of the dialogue,
+    asked as ``v60k chat`` asks): the same system prompt, caption, frame labels and frame images."""
+    import base64
+
+    from v60k.framework.chat import ChatSession
+    from v60k.framework.evaluate import load_test_items
+
+    root = corpus(tmp_path / "corpus")
+    out = tmp_path / "sft"
+    export_sft(root, out)
+    record = next(r for r in load(out, "llamafactory", "train") if "Where were you?" in r["messages"][1]["content"])
+    item = next(i for i in load_test_items(root, split="train") if i.dialogue_id == "v1-c000-d00")
+    messages = ChatSession(item.profile, client=None).messages_for("Where were you?")
+
+    assert messages[0] == {"role": "system", "content": record["messages"][0]["content"]}
+    assert "Pivot the couch" in messages[0]["content"]  # the persona quotes the same lines
+    chat_texts = [p["text"] for p in messages[1]["content"] if p["type"] == "text"]
+    sft_lines = record["messages"][1]["content"].split("\n")
+    assert chat_texts[0] == sft_lines[0]  # the caption
+    assert chat_texts[1:4] == [line.removesuffix(f": {IMAGE_TOKEN}") for line in sft_lines[1:4]]
+    chat_images = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
+                   for p in messages[1]["content"] if p["type"] == "image_url"]
+    assert chat_images == [(out / path).read_bytes() for path in record["images"]]

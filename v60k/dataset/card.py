@@ -10,7 +10,9 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
+from v60k.dataset import reader
 from v60k.dataset.schema import TABLES, load_table_spec
+from v60k.dataset.splits import empty_eval_splits
 
 HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-2.0", "cc-by-3.0", "cc-by-4.0", "cc-by-sa-3.0",
                 "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nd-4.0", "cc-by-nc-nd-4.0", "odc-by",
@@ -36,13 +38,6 @@ def size_category(rows: int) -> str:
     return next((label for limit, label in SIZE_BINS if rows < limit), "n>100M")
 
 
-def _files(root: Path, table: str) -> dict[str, list[Path]]:
-    by_split: dict[str, list[Path]] = {}
-    for path in sorted((root / "data" / table).glob("*.parquet")):
-        by_split.setdefault(path.name.split("-", 1)[0], []).append(path)
-    return by_split
-
-
 def _column(paths: list[Path], name: str) -> list[Any]:
     values: list[Any] = []
     for path in paths:
@@ -53,9 +48,9 @@ def _column(paths: list[Path], name: str) -> list[Any]:
 def corpus_stats(root: str | Path) -> dict[str, Any]:
     """Rows per table and split, hours of video, languages, licenses, characters, generation types."""
     root = Path(root)
-    rows = {t: {s: sum(pq.ParquetFile(p).metadata.num_rows for p in ps) for s, ps in _files(root, t).items()}
+    rows = {t: {s: sum(pq.ParquetFile(p).metadata.num_rows for p in ps) for s, ps in reader.shard_files(root, t).items()}
             for t in TABLES}
-    all_files = {t: [p for ps in _files(root, t).values() for p in ps] for t in TABLES}
+    all_files = {t: [p for ps in reader.shard_files(root, t).values() for p in ps] for t in TABLES}
     durations = [d for d in _column(all_files["videos"], "duration_s") if d]
     dialogue_characters = Counter(_column(all_files["dialogues"], "character"))
     utterance_characters = Counter(c for c in _column(all_files["utterances"], "character") if c)
@@ -116,6 +111,9 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
     for table in TABLES:
         counts = stats["rows"][table]
         lines.append(f"| {table} | " + " | ".join(str(counts.get(s, 0)) for s in ("train", "validation", "test")) + " |")
+    if empty := empty_eval_splits(stats["rows"]["videos"]):
+        lines += ["", f"Note: the {' and '.join(empty)} split(s) hold no videos: the corpus has too few series to "
+                  "fill every split, and a series is never cut across splits."]
     if stats["top_characters"]:
         lines += ["", "Characters with the most dialogues: "
                   + ", ".join(f"{name} ({n})" for name, n in stats["top_characters"]) + "."]

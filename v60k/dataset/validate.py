@@ -12,7 +12,6 @@ dialogue turns non-empty and alternating user / character. Each issue names the 
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from v60k.dataset.reader import SHARD_NAME
 from v60k.dataset.schema import META_TABLE, TABLES, required_fields, table_schema
+from v60k.dataset.splits import empty_eval_splits
 
-SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.parquet$")
 CHECK_ORDER = ("videos", "utterances", "clips", "dialogues")
 GENERATION_TYPES = {"raw_lines", "llm"}
 JPEG_MAGIC = b"\xff\xd8"
@@ -177,6 +177,8 @@ def validate(root: str | Path, max_per_check: int = 20, tolerance_s: float = 0.0
     for series, splits in sorted(seen.series_splits.items()):
         if len(splits) > 1:
             out.error("split_leakage", f"series {series!r} has videos in several splits: {sorted(splits)}")
+    for split in empty_eval_splits(report.rows.get("videos", {})) if report.rows.get("videos") else []:
+        out.warning("empty_split", f"the {split!r} split has no videos: nothing to evaluate on it")
     _check_card(root, out)
     return report
 

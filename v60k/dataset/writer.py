@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from v60k.catalog import Catalog
 from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
-from v60k.dataset.splits import assign_splits, split_group
+from v60k.dataset.splits import plan_splits
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
@@ -350,13 +350,13 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
         for vid, stage in catalog.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
             done.setdefault(vid, set()).add(stage)
     videos = [v for v in videos if "download" in done.get(v.video_id, set())]
-    groups = {v.video_id: split_group(v.video_id, v.series) for v in videos}
-    split_of = assign_splits(groups.values(), settings.splits, settings.seed, settings.split_method)
+    plan = plan_splits({v.video_id: v.series for v in videos}, settings.splits, settings.seed, settings.split_method)
+    summary.warnings += plan.notes
 
     writers: dict[tuple[str, str], _PartWriter] = {}
     try:
         for video in sorted(videos, key=lambda v: v.video_id):
-            split = split_of[groups[video.video_id]]
+            split = plan.split_of[video.video_id]
             summary.videos_by_split[split] = summary.videos_by_split.get(split, 0) + 1
             reader = VideoReader(video, done[video.video_id])
             for table, row in video_rows(reader, split):

@@ -24,7 +24,16 @@ from urllib.parse import quote
 
 from v60k.catalog import Catalog
 from v60k.config import PipelineConfig
-from v60k.framework.profile import RolePlayProfile, Turn, build_messages, default_persona
+from v60k.framework.roleplay_format import (
+    PERSONA_LINES,
+    Prompt,
+    RolePlayProfile,
+    Turn,
+    build_messages,
+    image_parts,
+    persona_text,
+    without_images,
+)
 from v60k.manifest import derive_id, load_manifest
 from v60k.progress import Progress
 from v60k.samples import MediaServer
@@ -33,7 +42,7 @@ from v60k.workdir import VideoPaths, WorkDir, read_json
 
 SPEECH_STAGES = ("download", "scenes", "transcribe", "diarize", "attribute")
 SUMMARY_PROMPT = "summary-v1"  # the generation stage's summary prompt
-PERSONA_LINES = 5
+IMAGE_REFUSAL_KINDS = ("server_error", "bad_request")  # how text-only servers answer image parts
 
 
 class ChatError(RuntimeError):
@@ -167,28 +176,48 @@ class ChatSession:
     user_name: str | None = None
     history: list[Turn] = field(default_factory=list)
     last_result: Any = None
+    warnings: list[str] = field(default_factory=list)  # e.g. the fall back to text-only
 
     def messages_for(self, question: str) -> list[dict[str, Any]]:
         return build_messages(self.profile, self.history, Turn("user", question, self.user_name),
                               vision=self.vision, detail=self.image_detail)
 
     async def ask(self, question: str) -> str:
-        """The character's answer to ``question``; both are appended to the history."""
+        """The character's answer to ``question``; both are appended to the history. A server that refuses the
+        frames' image parts (a text-only model: HTTP 500 / 400) is asked again without them, once; the session
+        stays text-only from then on and says so in ``warnings``."""
         params = dict(self.params)
         if self.model:
             params["model"] = self.model
-        result = await self.client.chat(self.messages_for(question), **params)
+        messages = self.messages_for(question)
+        try:
+            result = await self.client.chat(messages, **params)
+        except Exception as exc:
+            if not (self.vision and image_parts(messages) and refuses_images(exc)):
+                raise
+            result = await self.client.chat(without_images(messages), **params)  # fails too: not the images
+            self.vision = False
+            self.warnings.append(f"the model refused the frames' images ({exc}); continuing text-only: the "
+                                 "frames' times and the summary context only")
         self.last_result = result
         answer = (result.content or "").strip()
         self.history += [Turn("user", question, self.user_name), Turn("character", answer, self.profile.character)]
         return answer
 
 
+def refuses_images(exc: BaseException) -> bool:
+    """Whether a failed request is what a text-only server answers to image parts: the LLM client's
+    ``server_error`` (llama.cpp: HTTP 500) or ``bad_request`` (400)."""
+    from v60k.backends.llm import LLMError
+
+    return isinstance(exc, LLMError) and exc.kind in IMAGE_REFUSAL_KINDS
+
+
 def persona_for(character: str, persona: str | None, prepared: PreparedVideo) -> str:
     """The given persona, or a plain one with a few of the character's own lines from the video."""
     if persona and persona.strip():
         return persona.strip()
-    return default_persona(character, prepared.title, character_lines(prepared.lines, character))
+    return persona_text(character, prepared.title, character_lines(prepared.lines, character))
 
 
 def llm_settings(config: PipelineConfig) -> Any:
@@ -222,7 +251,7 @@ async def video_summary(prepared: PreparedVideo, client: Any = None) -> str:
     """The summary context of the whole video from its attributed transcript: the generation stage's summary
     prompt through the LLM client, or (no endpoint, or the request failed: noted) its extractive summary."""
     from v60k.backends.llm import LLMError
-    from v60k.stages.generate import ClipSummary, Prompt, extractive_summary, transcript_text
+    from v60k.stages.generate import ClipSummary, extractive_summary, transcript_text
 
     if not prepared.lines:
         return ""

@@ -3,10 +3,13 @@
 For every character turn of the test split's dialogues, the model under test answers the preceding user turn
 (frames + summary + persona, with the reference dialogue so far as history, exactly as ``v60k chat`` would ask
 it); an LLM judge then scores the model's answer and the reference answer on the rubric's metrics
-(``pipelines/prompts/eval-rubric-v1.yaml``), a (model, reference) pair of integers with a short rationale each.
+(``v60k/prompts/eval-rubric-v1.yaml``), a (model, reference) pair of integers with a short rationale each.
 A metric's score is the mean, over its valid judgements, of model/reference.
 
-A judge answer that does not follow the format is never guessed at: the metric (or the whole turn) is dropped,
+The judge is asked for structured output (``judge_schema``) through the LLM client's compatibility layer, as
+the generate stage is (json_schema, json_object + schema, or JSON mode, and one repair request), so that servers
+without JSON-schema support (llama.cpp) still answer in the format. A judge answer that does not follow it is
+never guessed at: the metric (or the whole turn) is dropped,
 the reason is recorded in ``dropped``, and every average says how many judgements it counts and how many were
 dropped. Requests go through the LLM client, whose response cache makes a re-run repeat zero requests.
 """
@@ -14,6 +17,8 @@ dropped. Requests go through the LLM client, whose response cache makes a re-run
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import json
 import math
 import re
@@ -24,16 +29,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
+from pydantic import BaseModel
 
 from v60k.backends.llm.cost import Usage, UsageMeter, UsageTotals
-from v60k.framework.profile import (
+from v60k.dataset import reader
+from v60k.framework.corpus_profiles import CharacterLines, dialogue_profile
+from v60k.framework.roleplay_format import (
+    PERSONA_LINES,
+    PROMPTS_DIR,
     ROLEPLAY_PROMPT_VERSION,
     RolePlayProfile,
     Turn,
     build_messages,
-    default_persona,
+    evenly_spaced,
+    persona_text,
 )
-from v60k.stages.generate import PROMPTS_DIR
 
 DEFAULT_RUBRIC = "eval-rubric-v1"
 
@@ -42,7 +52,8 @@ class ChatClient(Protocol):
     """What evaluation needs of the LLM client: ``await chat(messages, ...)`` returning a result with
     ``content``, ``usage`` and ``cached``."""
 
-    async def chat(self, messages: list[dict[str, Any]], **params: Any) -> Any: ...
+    async def chat(self, messages: list[dict[str, Any]], schema: type[BaseModel] | None = None,
+                   **params: Any) -> Any: ...
 
 
 # ----------------------------------------------------------------------------------------------- rubric
@@ -123,7 +134,7 @@ class Rubric:
         user = self._fill(
             self.judge_user,
             character=profile.character,
-            persona=profile.persona.strip() or default_persona(profile.character, profile.title),
+            persona=profile.persona.strip() or persona_text(profile.character, profile.title),
             summary=profile.summary.strip() or "(none)",
             frame_times=", ".join(f"{t:.2f}" for t in profile.frame_times) or "(no frames)",
             history="\n".join(lines) or "(the conversation starts here)",
@@ -161,6 +172,33 @@ class Judgement:
 
     scores: dict[str, ScorePair] = field(default_factory=dict)
     problems: dict[str | None, str] = field(default_factory=dict)
+
+
+@functools.cache
+def judge_schema(rubric: Rubric) -> type[BaseModel]:
+    """The structured output the judge is asked for (through the LLM client's compatibility layer: json_schema,
+    json_object + schema, or JSON mode with the schema in the prompt, and one repair request): every metric of
+    the rubric by name, each an object of integer ``model`` and ``reference`` scores on the scale and a
+    ``rationale``. The JSON schema is strict; validation only asks for a ``scores`` object, so that one
+    invalid metric is dropped by ``parse_judgement`` rather than the whole answer."""
+    pair = {"type": "object", "additionalProperties": False, "required": ["model", "reference", "rationale"],
+            "properties": {"model": {"type": "integer", "minimum": rubric.scale_min, "maximum": rubric.scale_max},
+                           "reference": {"type": "integer", "minimum": rubric.scale_min,
+                                         "maximum": rubric.scale_max},
+                           "rationale": {"type": "string"}}}
+    schema = {"type": "object", "additionalProperties": False, "required": ["scores"], "title": "JudgeAnswer",
+              "properties": {"scores": {"type": "object", "additionalProperties": False,
+                                        "required": rubric.metric_names,
+                                        "properties": {name: pair for name in rubric.metric_names}}}}
+
+    class JudgeAnswer(BaseModel):
+        scores: dict[str, Any]
+
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return copy.deepcopy(schema)
+
+    return JudgeAnswer
 
 
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?```$", re.DOTALL)
@@ -323,26 +361,8 @@ def dialogue_items(dialogue_id: str, turns: Sequence[Turn], profile: RolePlayPro
     return items
 
 
-def _table(shards: Path, table: str, split: str, columns: list[str] | None = None, filters: Any = None) -> Any:
-    import pyarrow.parquet as pq
-
-    files = sorted((shards / "data" / table).glob(f"{split}-*.parquet"))
-    if not files:
-        return None
-    import pyarrow as pa
-
-    parts = [pq.read_table(f, columns=columns, filters=filters) for f in files]
-    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-
-
-def subsample_frames(frames: list[tuple[float, bytes]], max_frames: int | None) -> list[tuple[float, bytes]]:
-    """At most ``max_frames`` of ``frames``, evenly spread, temporal order kept."""
-    if not max_frames or len(frames) <= max_frames:
-        return frames
-    if max_frames == 1:
-        return [frames[len(frames) // 2]]
-    step = (len(frames) - 1) / (max_frames - 1)
-    return [frames[round(i * step)] for i in range(max_frames)]
+class NoDialogues(FileNotFoundError):
+    """The requested split has no dialogues (the message names the splits that have some)."""
 
 
 def load_test_items(
@@ -350,42 +370,33 @@ def load_test_items(
     split: str = "test",
     limit: int | None = None,
     max_frames: int | None = None,
-    persona_lines: int = 5,
+    persona_lines: int = PERSONA_LINES,
 ) -> list[EvalItem]:
-    """The split's dialogues (sorted by id, the first ``limit``) as items, with their clip's frames and
-    summary and a persona built from the character's lines in the same video outside the clip."""
+    """The split's dialogues (sorted by id, the first ``limit``) as items, rendered as the SFT export renders
+    them (``corpus_profiles.dialogue_profile``): the clip's frames (``evenly_spaced`` to ``max_frames``) and
+    summary, and a persona quoting the character's lines outside the clip."""
     shards = Path(shards)
-    dialogues = _table(shards, "dialogues", split)
-    if dialogues is None:
-        raise FileNotFoundError(f"no {split} dialogues in {shards}/data/dialogues/ ({split}-*.parquet)")
-    rows = sorted(dialogues.to_pylist(), key=lambda r: r["dialogue_id"])[: limit if limit else None]
+    rows = sorted(reader.read_rows(shards, "dialogues", split), key=lambda r: r["dialogue_id"])
+    if not rows:
+        having = [s for s, n in reader.row_counts(shards, "dialogues").items() if n]
+        raise NoDialogues(
+            f"no {split} dialogues in {shards}/data/dialogues/ ({split}-*.parquet); splits with dialogues: "
+            f"{', '.join(having) or 'none'}" + (f" (pass --split {having[-1]})" if having else ""))
+    rows = rows[: limit if limit else None]
     clip_ids = sorted({r["clip_id"] for r in rows})
     video_ids = sorted({r["video_id"] for r in rows})
-    clips_table = _table(shards, "clips", split, filters=[("clip_id", "in", clip_ids)] if clip_ids else None)
-    clips = {c["clip_id"]: c for c in (clips_table.to_pylist() if clips_table is not None else [])}
-    videos_table = _table(shards, "videos", split, columns=None, filters=[("video_id", "in", video_ids)])
-    videos = {v["video_id"]: v for v in (videos_table.to_pylist() if videos_table is not None else [])}
-    utterances_table = _table(shards, "utterances", split, columns=["video_id", "start_s", "end_s", "text", "character"],
-                              filters=[("video_id", "in", video_ids)])
-    utterances = utterances_table.to_pylist() if utterances_table is not None else []
-
+    clips = {c["clip_id"]: c for c in reader.read_rows(shards, "clips", split, filters=[("clip_id", "in", clip_ids)])}
+    videos = {v["video_id"]: v for v in reader.read_rows(shards, "videos", split, ["video_id", "title", "series"],
+                                                          filters=[("video_id", "in", video_ids)])}
+    lines = CharacterLines.from_shards(shards)
     items: list[EvalItem] = []
     for row in rows:
-        clip = clips.get(row["clip_id"], {})
-        video = videos.get(row["video_id"], {})
-        title = video.get("title") or video.get("series")
-        frames = [(float(t), f["bytes"]) for t, f in zip(clip.get("frame_times_s") or [], clip.get("frames") or [])
+        clip = clips.get(row["clip_id"])
+        frames = [(float(t), f["bytes"]) for t, f in zip((clip or {}).get("frame_times_s") or [],
+                                                          (clip or {}).get("frames") or [], strict=False)
                   if f and f.get("bytes")]
-        own_lines = [u["text"] for u in sorted(utterances, key=lambda u: u["start_s"])
-                     if u["video_id"] == row["video_id"] and u.get("character") == row["character"]
-                     and not (clip and u["end_s"] > clip["start_s"] and u["start_s"] < clip["end_s"])]
-        profile = RolePlayProfile(
-            character=row["character"],
-            persona=default_persona(row["character"], title, own_lines[:persona_lines]),
-            summary=clip.get("summary") or "",
-            frames=subsample_frames(sorted(frames, key=lambda f: f[0]), max_frames),
-            title=title,
-        )
+        frames = evenly_spaced(sorted(frames, key=lambda f: f[0]), max_frames)
+        profile = dialogue_profile(row, clip, videos.get(row["video_id"]), lines, split, frames, persona_lines)
         items += dialogue_items(row["dialogue_id"], [Turn.from_record(t) for t in row["turns"]], profile)
     return items
 
@@ -452,7 +463,8 @@ async def _evaluate_item(
         judge_messages = rubric.judge_messages(item.profile, item.history, item.question, outcome.answer,
                                                item.reference)
         try:
-            verdict = await judge_client.chat(judge_messages, model=settings.judge, **settings.judge_params)
+            verdict = await judge_client.chat(judge_messages, judge_schema(rubric), model=settings.judge,
+                                              **settings.judge_params)
         except Exception as exc:
             outcome.failure = _failure("judge", exc)
             return outcome
@@ -467,6 +479,7 @@ async def evaluate_items(
     model_client: ChatClient,
     judge_client: ChatClient,
     settings: EvalSettings,
+    split: str | None = None,
 ) -> dict[str, Any]:
     """Answer and judge every item (bounded concurrency) and aggregate: the results JSON as a dict."""
     usage = {"model": UsageMeter(*settings.model_prices), "judge": UsageMeter(*settings.judge_prices)}
@@ -481,6 +494,7 @@ async def evaluate_items(
         "judge": settings.judge,
         "rubric_version": rubric.version,
         "prompt_version": ROLEPLAY_PROMPT_VERSION,
+        "split": split,
         "metrics": summary["metrics"],
         "overall": summary["overall"],
         "n_dialogues": len({item.dialogue_id for item in items}),

@@ -1,9 +1,10 @@
 """SFT export: role-play conversations from the corpus shards, for LLaMA-Factory and for TRL.
 
-One conversation per dialogue row (docs/framework.md):
-- system: the character's persona (name plus characteristic lines) and the clip's summary (the static profile);
-- first user turn: the clip's frames in temporal order (the dynamic profile) then the opening line(s);
-- then user / assistant alternate; assistant turns are the character's lines.
+One conversation per dialogue row, rendered by the role-play format (``v60k.framework.roleplay_format``) exactly
+as ``v60k chat`` and ``v60k eval`` ask a model: the system prompt of ``roleplay-v1`` with the character's persona
+(``v60k.framework.personas``: their lines outside the conversation's clip) and the clip's summary; the clip's
+frames in temporal order, each labelled with its time, opening the first user turn; then user / assistant
+alternate, the assistant turns being the character's lines (a trailing user turn is dropped).
 
 Outputs under OUT: ``images/<clip_id>/<NN>_<t_ms>.jpg`` (each clip's frames once), ``llamafactory/<split>.json``
 (sharegpt: ``messages`` + ``images``, one ``<image>`` per image) with ``dataset_info.json``, ``trl/<split>.jsonl``
@@ -16,23 +17,27 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from v60k.dataset import reader
+from v60k.framework.corpus_profiles import CharacterLines, dialogue_profile
+from v60k.framework.roleplay_format import (
+    IMAGE_TOKEN,
+    PERSONA_LINES,
+    Conversation,
+    Turn,
+    evenly_spaced,
+    persona_text,
+)
 from v60k.workdir import atomic_path, write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
-IMAGE_TOKEN = "<image>"
-TRAIN_SPLIT = "train"
-SPLIT_ORDER = ("train", "validation", "test")
+__all__ = ["IMAGE_TOKEN", "ExportError", "ExportSettings", "ExportSummary", "export_sft"]
 DATASET_PREFIX = "v60k_roleplay"
-SCENE_OPENING = "(The scene you are in is shown above. Stay in character.)"
-_SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}\.parquet$")
 
 
 class ExportError(RuntimeError):
@@ -42,7 +47,7 @@ class ExportError(RuntimeError):
 @dataclass
 class ExportSettings:
     max_frames: int | None = None  # keep at most this many of a clip's frames (evenly in time); None = all
-    persona_lines: int = 8  # characteristic lines in the persona
+    persona_lines: int = PERSONA_LINES  # characteristic lines in the persona
     include_frames: bool = True  # False: text-only export even when the shards have frames
     dataset_prefix: str = DATASET_PREFIX
 
@@ -96,146 +101,6 @@ class ExportSummary:
         return rows
 
 
-# ---- reading the shards --------------------------------------------------------------------------
-def shard_files(root: Path, table: str) -> dict[str, list[Path]]:
-    """``data/<table>/<split>-NNNNN-of-NNNNN.parquet`` files by split, in shard order."""
-    found: dict[str, list[Path]] = defaultdict(list)
-    folder = root / "data" / table
-    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
-        match = _SHARD_NAME.match(path.name)
-        if match:
-            found[match.group("split")].append(path)
-    return dict(found)
-
-
-def read_rows(paths: list[Path], columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of Parquet files, batch by batch (frames stay out of memory when ``columns`` omits them)."""
-    import pyarrow.parquet as pq
-
-    for path in paths:
-        handle = pq.ParquetFile(path)
-        wanted = [c for c in columns if c in handle.schema_arrow.names] if columns else None
-        for batch in handle.iter_batches(batch_size=256, columns=wanted):
-            yield from batch.to_pylist()
-
-
-def _split_key(split: str) -> tuple[int, str]:
-    return (SPLIT_ORDER.index(split) if split in SPLIT_ORDER else len(SPLIT_ORDER), split)
-
-
-# ---- persona -------------------------------------------------------------------------------------
-@dataclass
-class LineSource:
-    """A character's line and where it was said (to keep a conversation's own answers out of its persona)."""
-
-    text: str
-    split: str
-    video_id: str
-    time_s: float | None = None  # utterances
-    clip_id: str | None = None  # dialogue turns
-
-
-def rank_lines(lines: list[LineSource]) -> list[LineSource]:
-    """Most characteristic first: lines of 3+ words, then longer, then earlier (stable, deterministic)."""
-    return sorted(lines, key=lambda ln: (len(ln.text.split()) < 3, -len(ln.text)))
-
-
-def pick_lines(ranked: list[LineSource], limit: int, keep: Any = None) -> list[str]:
-    """Up to ``limit`` distinct lines of ``ranked`` (``keep(line)`` filters), ordered by video and time."""
-    chosen: dict[str, LineSource] = {}
-    for line in ranked:
-        if len(chosen) >= limit:
-            break
-        text = " ".join(line.text.split())
-        if text and text.lower() not in chosen and (keep is None or keep(line)):
-            chosen[text.lower()] = LineSource(text, line.split, line.video_id, line.time_s, line.clip_id)
-    return [
-        ln.text for ln in sorted(chosen.values(), key=lambda ln: (ln.video_id, ln.time_s or 0.0, ln.text))
-    ]
-
-
-def persona_text(character: str, lines: list[str], series: str | None = None) -> str:
-    where = f" from {series}" if series else ""
-    text = (
-        f"You are {character}{where}. Speak as {character} would, in the first person, and stay in character."
-    )
-    if lines:
-        quoted = "\n".join(f'- "{line}"' for line in lines)
-        text += f"\nThings {character} has said:\n{quoted}"
-    return text
-
-
-def system_message(persona: str, summary: str | None) -> str:
-    if summary and summary.strip():
-        return f"{persona}\n\nThe story so far (summary of the video): {summary.strip()}"
-    return persona
-
-
-# ---- conversations -------------------------------------------------------------------------------
-def conversation_turns(
-    turns: list[dict[str, Any]], character: str
-) -> tuple[list[tuple[str, str]], str | None]:
-    """Dialogue turns as alternating (user | assistant, text), starting with user and ending with assistant.
-
-    Consecutive turns of one side are merged; other speakers are named ("Monica: ..."). Returns the
-    turns and, when nothing usable remains, the reason.
-    """
-    merged: list[tuple[str, str]] = []
-    for turn in turns or []:
-        text = " ".join(str(turn.get("text") or "").split())
-        if not text:
-            continue
-        role = "assistant" if turn.get("role") == "character" else "user"
-        speaker = turn.get("speaker")
-        if role == "user" and speaker and speaker != character:
-            text = f"{speaker}: {text}"
-        if merged and merged[-1][0] == role:
-            merged[-1] = (role, f"{merged[-1][1]}\n{text}")
-        else:
-            merged.append((role, text))
-    if not any(role == "assistant" for role, _ in merged):
-        return [], "no_character_turns"
-    if merged[0][0] == "assistant":
-        merged.insert(0, ("user", SCENE_OPENING))
-    if merged[-1][0] == "user":
-        merged.pop()
-    return merged, None
-
-
-def sharegpt_record(system: str, turns: list[tuple[str, str]], images: list[str]) -> dict[str, Any]:
-    """LLaMA-Factory sharegpt: system first, then user/assistant; ``<image>`` tokens lead the first user turn."""
-    messages = [{"role": "system", "content": system}]
-    for position, (role, text) in enumerate(turns):
-        if position == 0 and images:
-            text = IMAGE_TOKEN * len(images) + text
-        messages.append({"role": role, "content": text})
-    record: dict[str, Any] = {"messages": messages}
-    if images:
-        record["images"] = images
-    return record
-
-
-def trl_record(system: str, turns: list[tuple[str, str]], images: list[str]) -> dict[str, Any]:
-    """TRL chat format: content parts; the image parts match ``images`` in order."""
-    messages: list[dict[str, Any]] = [{"role": "system", "content": [{"type": "text", "text": system}]}]
-    for position, (role, text) in enumerate(turns):
-        parts: list[dict[str, Any]] = []
-        if position == 0:
-            parts += [{"type": "image"} for _ in images]
-        parts.append({"type": "text", "text": text})
-        messages.append({"role": role, "content": parts})
-    return {"messages": messages, "images": images}
-
-
-def _evenly(items: list[Any], limit: int | None) -> list[Any]:
-    if limit is None or len(items) <= limit:
-        return items
-    if limit <= 0:
-        return []
-    step = len(items) / limit
-    return [items[int(i * step + step / 2)] for i in range(limit)]
-
-
 def _decodable(data: bytes) -> str | None:
     """None when ``data`` is a readable image, else why not."""
     import io
@@ -259,8 +124,8 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
     """Write the LLaMA-Factory and TRL exports of ``shards`` into ``out``; see the module docstring."""
     settings = settings or ExportSettings()
     root, out = Path(shards), Path(out)
-    dialogue_files = shard_files(root, "dialogues")
-    if not dialogue_files:
+    dialogue_splits = reader.splits_of(root, "dialogues")
+    if not dialogue_splits:
         raise ExportError(
             f"no dialogue shards under {root / 'data' / 'dialogues'} "
             "(expected data/dialogues/<split>-NNNNN-of-NNNNN.parquet)"
@@ -268,12 +133,8 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
     summary = ExportSummary(out=str(out))
     out.mkdir(parents=True, exist_ok=True)
 
-    series_of = {
-        r["video_id"]: r.get("series")
-        for paths in shard_files(root, "videos").values()
-        for r in read_rows(paths, ["video_id", "series"])
-    }
-    lines_by_character = _character_lines(root, dialogue_files)
+    videos = {r["video_id"]: r for r in reader.iter_rows(root, "videos", columns=["video_id", "title", "series"])}
+    lines = CharacterLines.from_shards(root)
     clips = _clip_meta(root)
     has_frames = any(c["frame_count"] for c in clips.values())
     if not settings.include_frames:
@@ -295,42 +156,39 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
         images = None
 
     dataset_info: dict[str, Any] = {}
-    splits = sorted(set(dialogue_files) | set(shard_files(root, "clips")), key=_split_key)
+    splits = sorted(set(dialogue_splits) | set(reader.splits_of(root, "clips")), key=reader.split_key)
     for split in splits:
         stats = summary.splits.setdefault(split, SplitSummary())
         sharegpt: list[dict[str, Any]] = []
         trl_rows: list[str] = []
-        for row in read_rows(dialogue_files.get(split, [])):
+        for row in reader.iter_rows(root, "dialogues", split):
             stats.dialogues += 1
             character = str(row.get("character") or "").strip()
             if not character:
                 stats.skipped["no_character"] += 1
                 continue
-            turns, problem = conversation_turns(row.get("turns") or [], character)
-            if problem:
-                stats.skipped[problem] += 1
+            turns = [Turn.from_record(t) for t in row.get("turns") or []]
+            if not any(t.role == "character" and t.text.strip() for t in turns):
+                stats.skipped["no_character_turns"] += 1
                 continue
             clip = clips.get(row.get("clip_id") or "")
-            persona_lines = _persona_lines(lines_by_character.get(character, {}), row, clip, split, settings)
-            if not persona_lines:
+            if clip is None:
+                summary.note(f"{split}: some dialogues name a clip the clips table lacks: no summary or frames")
+            frames = images.frames(clip["clip_id"]) if images and clip else []
+            profile = dialogue_profile(row, clip, videos.get(row.get("video_id")), lines, split, frames,
+                                       settings.persona_lines)
+            if profile.persona == persona_text(character, profile.title):
                 summary.note(
                     f"character {character!r} has no lines outside its own conversations: its persona "
                     "is the name alone"
                 )
-            persona = persona_text(character, persona_lines, series_of.get(row.get("video_id")))
-            system = system_message(persona, clip["summary"] if clip else None)
-            if clip is None:
-                summary.note(
-                    f"{split}: some dialogues name a clip the clips table lacks: no summary or frames"
-                )
-            frame_paths = images.paths(clip["clip_id"]) if images and clip else []
-            if frame_paths:
-                stats.with_frames += 1
-            else:
-                stats.text_only += 1
+            conversation = Conversation.of(profile, turns).trimmed()
+            paths = [str(path) for _, path in conversation.frames]
+            stats.with_frames += bool(paths)
+            stats.text_only += not paths
             stats.conversations += 1
-            sharegpt.append(sharegpt_record(system, turns, frame_paths))
-            trl_rows.append(json.dumps(trl_record(system, turns, frame_paths), ensure_ascii=False))
+            sharegpt.append(conversation.sharegpt(paths))
+            trl_rows.append(json.dumps(conversation.trl(paths), ensure_ascii=False))
         stats.images = images.count(split, clips) if images else 0
         if not sharegpt:
             summary.note(f"split {split!r} has no usable dialogues: no files written for it")
@@ -356,7 +214,7 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
         if not summary.text_only:
             entry["columns"]["images"] = "images"
         dataset_info[name] = entry
-    for split in SPLIT_ORDER:
+    for split in reader.SPLIT_ORDER:
         if split not in summary.splits:
             summary.note(f"split {split!r} is absent from the shards")
     write_json(out / "dataset_info.json", dataset_info)
@@ -365,61 +223,11 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
     return summary
 
 
-def _outside(line: LineSource, row: dict[str, Any], clip: dict[str, Any] | None) -> bool:
-    """Whether a line of the character was said outside the conversation's own clip."""
-    if line.clip_id is not None:
-        return line.clip_id != row.get("clip_id")
-    if line.video_id != row.get("video_id") or clip is None or line.time_s is None:
-        return True
-    return not (clip["start_s"] <= line.time_s < clip["end_s"])
-
-
-def _persona_lines(
-    ranked: dict[str, list[LineSource]],
-    row: dict[str, Any],
-    clip: dict[str, Any] | None,
-    split: str,
-    settings: ExportSettings,
-) -> list[str]:
-    """The character's training-split lines said outside this conversation's clip; for a character absent
-    from the training split (splits go by series), its lines elsewhere in the conversation's own split."""
-
-    def keep(line: LineSource) -> bool:
-        return _outside(line, row, clip)
-
-    return pick_lines(ranked.get(TRAIN_SPLIT, []), settings.persona_lines, keep) or pick_lines(
-        ranked.get(split, []) if split != TRAIN_SPLIT else [], settings.persona_lines, keep
-    )
-
-
-def _character_lines(
-    root: Path, dialogue_files: dict[str, list[Path]]
-) -> dict[str, dict[str, list[LineSource]]]:
-    """Each character's lines by split (utterances and the dialogues' character turns), ranked (``rank_lines``)."""
-    found: dict[str, dict[str, list[LineSource]]] = defaultdict(lambda: defaultdict(list))
-    utterances = shard_files(root, "utterances")
-    for split in sorted(set(utterances) | set(dialogue_files), key=_split_key):
-        for row in read_rows(utterances.get(split, []), ["video_id", "start_s", "text", "character"]):
-            if row.get("character") and row.get("text"):
-                found[row["character"]][split].append(
-                    LineSource(row["text"], split, row["video_id"], row.get("start_s"))
-                )
-        for row in read_rows(dialogue_files.get(split, []), ["clip_id", "video_id", "character", "turns"]):
-            for turn in row.get("turns") or []:
-                if turn.get("role") == "character" and turn.get("text") and row.get("character"):
-                    found[row["character"]][split].append(
-                        LineSource(turn["text"], split, row["video_id"], None, row["clip_id"])
-                    )
-    return {
-        name: {split: rank_lines(lines) for split, lines in by_split.items()}
-        for name, by_split in found.items()
-    }
-
-
 def _clip_meta(root: Path) -> dict[str, dict[str, Any]]:
     meta: dict[str, dict[str, Any]] = {}
-    for split, paths in shard_files(root, "clips").items():
-        for row in read_rows(paths, ["clip_id", "video_id", "start_s", "end_s", "summary", "frame_times_s"]):
+    for split in reader.splits_of(root, "clips"):
+        columns = ["clip_id", "video_id", "start_s", "end_s", "summary", "frame_times_s"]
+        for row in reader.iter_rows(root, "clips", split, columns):
             meta[row["clip_id"]] = {
                 "clip_id": row["clip_id"],
                 "split": split,
@@ -432,33 +240,31 @@ def _clip_meta(root: Path) -> dict[str, dict[str, Any]]:
 
 
 class _ClipImages:
-    """Writes each clip's decodable frames once, in temporal order, and remembers their paths (relative to OUT)."""
+    """Writes each clip's decodable frames once, in temporal order, and remembers their (time, path relative to
+    OUT)."""
 
     def __init__(self, root: Path, out: Path, settings: ExportSettings, summary: ExportSummary):
-        self.by_clip: dict[str, list[str]] = {}
+        self.by_clip: dict[str, list[tuple[float, str]]] = {}
         self.kept = 0
         bad = empty = 0
-        for paths in shard_files(root, "clips").values():
-            for row in read_rows(paths, ["clip_id", "frame_times_s", "frames"]):
-                times = list(row.get("frame_times_s") or [])
-                frames = list(row.get("frames") or [])
-                pairs = sorted(
-                    zip(times, frames, strict=False), key=lambda p: p[0] if p[0] is not None else 0.0
-                )
-                kept: list[str] = []
-                for t_s, frame in _evenly(pairs, settings.max_frames):
-                    data = (frame or {}).get("bytes") if isinstance(frame, dict) else None
-                    if not data:
-                        empty += 1
-                        continue
-                    if _decodable(data):
-                        bad += 1
-                        continue
-                    rel = f"images/{row['clip_id']}/{_frame_name(len(kept), t_s)}"
-                    write_bytes(out / rel, data)
-                    kept.append(rel)
-                self.by_clip[row["clip_id"]] = kept
-                self.kept += len(kept)
+        for row in reader.iter_rows(root, "clips", columns=["clip_id", "frame_times_s", "frames"]):
+            times = list(row.get("frame_times_s") or [])
+            frames = list(row.get("frames") or [])
+            pairs = sorted(zip(times, frames, strict=False), key=lambda p: p[0] if p[0] is not None else 0.0)
+            kept: list[tuple[float, str]] = []
+            for t_s, frame in evenly_spaced(pairs, settings.max_frames):
+                data = (frame or {}).get("bytes") if isinstance(frame, dict) else None
+                if not data:
+                    empty += 1
+                    continue
+                if _decodable(data):
+                    bad += 1
+                    continue
+                rel = f"images/{row['clip_id']}/{_frame_name(len(kept), t_s)}"
+                write_bytes(out / rel, data)
+                kept.append((float(t_s or 0.0), rel))
+            self.by_clip[row["clip_id"]] = kept
+            self.kept += len(kept)
         if empty and self.kept:
             summary.note(f"{empty} frame(s) hold no image bytes and were left out")
         if bad:
@@ -467,7 +273,7 @@ class _ClipImages:
                 "images kept)"
             )
 
-    def paths(self, clip_id: str) -> list[str]:
+    def frames(self, clip_id: str) -> list[tuple[float, str]]:
         return self.by_clip.get(clip_id, [])
 
     def count(self, split: str, clips: dict[str, dict[str, Any]]) -> int:
