@@ -234,9 +234,10 @@ class ScriptedEndpoint:
             text = last if isinstance(last, str) else last[-1]["text"]
             return f"ANSWER to {text.split(': ', 1)[-1]}"
         assert body["model"] == JUDGE
-        user = body["messages"][-1]["content"]
+        user = next(m["content"] for m in body["messages"] if m["role"] == "user")  # a repair request too
         question = next(q for q in self.verdicts if f"The user's last message:\nMonica: {q}" in user)
-        return self.verdicts[question]
+        verdict = self.verdicts[question]
+        return verdict(body) if callable(verdict) else verdict
 
 
 def _config(path: Path, base_url: str) -> Path:
@@ -249,6 +250,7 @@ def _eval(tmp_path: Path, server, *extra: str) -> tuple[object, dict]:
     import click
     from click.testing import CliRunner
 
+    from v60k.cli import eval_cmds
 
     group = click.Group()
     eval_cmds.register(group)
@@ -326,9 +328,11 @@ def test_malformed_judge_answers_are_recorded_and_averages_count_only_valid_ones
     dropped = {(d["dialogue_id"], d["turn"], d["metric"]): d["reason"] for d in results["dropped"]}
     assert dropped[("ep1-c000-d00", 1, "coherency")] == "missing scores for this metric"
     assert dropped[("ep1-c000-d00", 3, "fluency")] == "model score 12 is outside 1–10"
-    assert dropped[("ep1-c000-d01", 1, None)].startswith("prose instead of the JSON format: Both answers")
+    # prose, asked again once (the repair request), prose again: the whole turn is dropped, never guessed at
+    assert dropped[("ep1-c000-d01", 1, None)].startswith("judge request failed: invalid_json")
+    assert "after one repair request" in dropped[("ep1-c000-d01", 1, None)]
     assert len(dropped) == 3
-    assert "3 dropped judgement(s)" in result.output and "prose instead" in result.output
+    assert "3 dropped judgement(s)" in result.output and "invalid_json" in result.output
 
 
 def test_invalid_json_and_a_failed_request_are_recorded_too(tmp_path, openai_server):
@@ -340,7 +344,7 @@ def test_invalid_json_and_a_failed_request_are_recorded_too(tmp_path, openai_ser
     result, results = _eval(tmp_path, openai_server, "--json")
     assert result.exit_code == 0, result.output
     dropped = {(d["dialogue_id"], d["turn"]): d["reason"] for d in results["dropped"]}
-    assert dropped[("ep1-c000-d00", 1)].startswith("invalid JSON (")
+    assert dropped[("ep1-c000-d00", 1)].startswith("judge request failed: invalid_json")
     assert dropped[("ep1-c000-d01", 1)].startswith("model request failed: server_error")
     assert all(m["ratio"] == 0.5 and m["n_valid"] == 1 and m["n_dropped"] == 2 for m in results["metrics"].values())
     assert json.loads(result.output)["overall"] == 0.5
@@ -350,6 +354,7 @@ def test_eval_without_an_endpoint_exits_2_with_a_clear_message(tmp_path):
     import click
     from click.testing import CliRunner
 
+    from v60k.cli import eval_cmds
 
     group = click.Group()
     eval_cmds.register(group)
@@ -357,3 +362,30 @@ def test_eval_without_an_endpoint_exits_2_with_a_clear_message(tmp_path):
                                         "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 2
     assert "No LLM endpoint is configured" in result.output and "base_url" in result.output
+
+
+def test_a_judge_without_json_schema_support_answers_through_the_compatibility_layer(tmp_path, openai_server):
+    """A llama.cpp-like judge: json_schema refused (HTTP 500), prose first, the format after the repair request.
+    Every judgement counts; a metric no judgement scored validly is "n/a", never 0."""
+    openai_server.reject_forms = {"json_schema"}
+
+    def prose_then_json(body: dict) -> str:
+        repaired = body["messages"][-1]["role"] == "user" and "not valid" in body["messages"][-1]["content"]
+        return judge_json((6, 8), fluency={"model": 0, "reference": 8, "rationale": "x"}) if repaired else \
+            "I would give the model a 6 and the reference an 8."
+
+    openai_server.handler = ScriptedEndpoint({Q_A: prose_then_json, Q_B: prose_then_json, Q_C: prose_then_json})
+    result, results = _eval(tmp_path, openai_server)
+    assert result.exit_code == 0, result.output
+    judge_bodies = [b for b in openai_server.chat_bodies if b["model"] == JUDGE]
+    forms = [b["response_format"]["type"] for b in judge_bodies]
+    assert forms.count("json_schema") == 1 and set(forms) == {"json_schema", "json_object"}  # probed once
+    schema = judge_bodies[-1]["response_format"]["schema"]  # then the form the server accepts, with the schema
+    assert sorted(schema["properties"]["scores"]["required"]) == sorted(METRICS)
+    metrics = results["metrics"]
+    assert metrics["coherency"]["n_valid"] == 3 and metrics["coherency"]["ratio"] == 0.75
+    assert metrics["fluency"]["n_valid"] == 0 and metrics["fluency"]["ratio"] is None
+    assert results["split"] == "test"
+    row = next(line for line in result.output.splitlines() if "Fluency" in line)
+    assert "n/a" in row and "0.000" not in row
+    assert "on the 'test' split" in result.output
