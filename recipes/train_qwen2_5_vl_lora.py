@@ -98,21 +98,26 @@ def read_split(data: Path, split: str, max_frames: int | None = None) -> list[di
         if max_frames is not None and len(images) > max_frames:
             keep = sorted({int(i * len(images) / max_frames) for i in range(max_frames)})
             images = [images[i] for i in keep]
-            row["messages"] = _keep_image_parts(row["messages"], len(images))
+            row["messages"] = _keep_image_parts(row["messages"], set(keep))
         rows.append({"messages": row["messages"], "images": images})
     return rows
 
 
-def _keep_image_parts(messages: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    kept = 0
+def _keep_image_parts(messages: list[dict[str, Any]], keep: set[int]) -> list[dict[str, Any]]:
+    """The messages with the image parts whose index is in ``keep``; the frame label (the text part right
+    before an image) goes with its image."""
+    index = 0
     for message in messages:
         if isinstance(message["content"], list):
-            parts = []
+            parts: list[dict[str, Any]] = []
             for part in message["content"]:
                 if part.get("type") == "image":
-                    if kept >= count:
+                    if index not in keep:
+                        if parts and parts[-1].get("type") == "text" and str(parts[-1].get("text", "")).startswith("Frame "):
+                            parts.pop()
+                        index += 1
                         continue
-                    kept += 1
+                    index += 1
                 parts.append(part)
             message["content"] = parts
     return messages

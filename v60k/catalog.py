@@ -408,6 +408,14 @@ class Catalog:
                 )
         return n
 
+    # ---- the corpus report: which stages are done for each video ----------------------------------------
+    def done_stages(self) -> dict[str, set[str]]:
+        """{video_id: the stages whose item is ``done``} (videos with none are absent)."""
+        done: dict[str, set[str]] = {}
+        for video_id, stage in self.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
+            done.setdefault(video_id, set()).add(stage)
+        return done
+
 
 class _Transaction:
     def __init__(self, db: sqlite3.Connection):
