@@ -6,6 +6,7 @@ import json
 
 import click
 
+from v60k.framework.roleplay_format import PERSONA_LINES
 from v60k.framework.sft import ExportError, ExportSettings, export_sft
 
 
@@ -26,7 +27,7 @@ from v60k.framework.sft import ExportError, ExportSettings, export_sft
 @click.option(
     "--persona-lines",
     type=click.IntRange(min=0),
-    default=8,
+    default=PERSONA_LINES,
     show_default=True,
     help="Characteristic lines quoted in each persona.",
 )
@@ -38,8 +39,9 @@ def export_sft_cmd(
     """Write role-play SFT conversations: LLaMA-Factory sharegpt (+ dataset_info.json) and TRL messages.
 
     \b
-    System: the character's persona and the clip summary (static profile); the first user turn carries the
-    clip's frames in temporal order (dynamic profile); assistant turns are the character's lines.
+    Rendered exactly as `v60k chat` and `v60k eval` ask a model (prompt roleplay-v1): the system prompt with the
+    character's persona and the clip summary (static profile); the first user turn carries the clip's frames in
+    temporal order, each labelled with its time (dynamic profile); assistant turns are the character's lines.
     Example:
       v60k export-sft --shards demo-work/corpus --out sft
     """
