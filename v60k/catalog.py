@@ -12,11 +12,11 @@ import os
 import sqlite3
 import time
 import uuid
-from urllib.parse import quote
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json, sanitize_id
@@ -464,6 +464,14 @@ class Catalog:
             return None
         return row[0] if row else None
 
+    @property
+    def rebuilt(self) -> bool:
+        """Whether ``v60k doctor --repair`` rebuilt this catalog from the per-video outputs."""
+        try:
+            return self.db.execute("SELECT 1 FROM meta WHERE key='rebuilt_at'").fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+
     @classmethod
     def diagnose(cls, workdir: WorkDir | str | Path) -> dict[str, Any]:
         """The catalog's health, read-only: ``state`` is ok, missing, empty or damaged; video folders holding
@@ -515,6 +523,10 @@ class Catalog:
                     os.replace(source, target)
                     result["moved_aside"].append(str(target))
         with cls(workdir, check_damage=False) as catalog:
+            if ids is None:  # a new catalog: the corpus it builds may replace one of the catalog it stands for
+                with catalog._tx():
+                    catalog.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rebuilt_at', ?)",
+                                       (str(time.time()),))
             recovered = catalog.recover_videos(manifest_rows, ids)
         result.update(videos=recovered.pop("videos"), stages=recovered)
         return result

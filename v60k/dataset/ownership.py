@@ -63,9 +63,10 @@ class CorpusRecord:
         self.written_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return write_json(folder / RECORD_NAME, vars(self))
 
-    def built_from(self, workdir: str, catalog_id: str | None) -> bool:
-        """The same catalog (the same id; where either has none, the same work dir path)."""
-        if self.catalog_id and catalog_id:
+    def built_from(self, workdir: str, catalog_id: str | None, rebuilt: bool = False) -> bool:
+        """The same catalog: the same id; where either has none, or the catalog was rebuilt from the work dir's
+        outputs (``v60k doctor --repair``), the same work dir path."""
+        if self.catalog_id and catalog_id and not rebuilt:
             return self.catalog_id == catalog_id
         return self.workdir == workdir
 
@@ -163,7 +164,8 @@ def _listing(paths: list[str]) -> str:
     return shown + (f" and {len(paths) - _LISTED} more" if len(paths) > _LISTED else "")
 
 
-def check_replaceable(state: FolderState, workdir: str, catalog_id: str | None, overwrite: bool) -> None:
+def check_replaceable(state: FolderState, workdir: str, catalog_id: str | None, overwrite: bool,
+                      rebuilt: bool = False) -> None:
     """Raise ``CorpusError`` unless a corpus of ``workdir`` may be written into ``state.root``."""
     root = state.root
     if state.foreign:
@@ -177,8 +179,9 @@ def check_replaceable(state: FolderState, workdir: str, catalog_id: str | None, 
                "written by v60k without a record of its work dir (an older version or an interrupted write)")
         raise CorpusError(f"not written: {root} holds file(s) {why}: {_listing(state.changed)}; "
                           f"to replace them, {FORCE_HINT}")
-    if state.record is not None and not state.record.built_from(workdir, catalog_id):
-        raise CorpusError(f"not written: {root} holds {state.record.describe()}, not from {workdir}; "
+    if state.record is not None and not state.record.built_from(workdir, catalog_id, rebuilt):
+        which = f"not from {workdir}" if state.record.workdir != workdir else "an earlier catalog of this work dir"
+        raise CorpusError(f"not written: {root} holds {state.record.describe()}, {which}; "
                           f"check --workdir, or to replace it, {FORCE_HINT}")
 
 

@@ -72,7 +72,7 @@ def facts_from_workdir(workdir: WorkDir) -> CorpusFacts:
 
     facts = CorpusFacts(source=str(workdir.root))
     counts: Counter = Counter()
-    with Catalog(workdir) as catalog:
+    with Catalog(workdir, read_only=True) as catalog:
         done: dict[str, set[str]] = {}
         for vid, stage in catalog.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
             done.setdefault(vid, set()).add(stage)
@@ -107,7 +107,7 @@ def _add_utterance(facts: CorpusFacts, character: str | None, confidence: float 
 
 
 def add_catalog_facts(facts: CorpusFacts, workdir: WorkDir) -> None:
-    with Catalog(workdir) as catalog:
+    with Catalog(workdir, read_only=True) as catalog:
         facts.failures = catalog.failures()
         facts.usage = catalog.usage_totals()
         facts.stage_counts = catalog.counts()

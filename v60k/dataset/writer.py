@@ -358,7 +358,7 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
     out = Path(out_dir).expanduser().resolve()
     with RunLock(workdir.lock_path, required=False, reentrant=True):
         with Catalog(workdir, read_only=True) as catalog:
-            catalog_id = catalog.catalog_id
+            catalog_id, rebuilt = catalog.catalog_id, catalog.rebuilt
             videos = catalog.videos(video_ids)
             done: dict[str, set[str]] = {}
             for vid, stage in catalog.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
@@ -368,7 +368,7 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
             out.mkdir(parents=True, exist_ok=True)
             with FileLock(out, FolderBusy, f"another v60k shard is writing {out}"):
                 state = inspect_folder(out)
-                check_replaceable(state, str(workdir.root), catalog_id, overwrite)
+                check_replaceable(state, str(workdir.root), catalog_id, overwrite, rebuilt)
                 record = CorpusRecord(workdir=str(workdir.root), catalog_id=catalog_id)
                 summary = _write_locked(videos, done, out, settings, state, record, overwrite)
         except OSError as exc:
