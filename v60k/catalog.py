@@ -552,7 +552,8 @@ class Catalog:
                          "characters": given.get("characters") or (docs["attribute"] or {}).get("cast") or [],
                          "language": given.get("language") or (docs["transcribe"] or {}).get("language"),
                          "license": given.get("license") or info.get("license"),
-                         "title": given.get("title") or info.get("title"), "extra": {"recovered": True}})
+                         "title": given.get("title") or info.get("title"),
+                         "extra": {**(given.get("extra") or {}), "recovered": True}})
             for stage, attr in STAGE_OUTPUTS.items():
                 if docs[stage] is not None:
                     done.append((vid, stage, getattr(paths, attr).stat().st_mtime, getattr(paths, attr).name))
