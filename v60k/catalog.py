@@ -106,20 +106,21 @@ class CatalogDamaged(RuntimeError):
 
 class Catalog:
     """The work dir's catalog. ``read_only=True`` opens it without writing anything (a read-only mount works);
-    a catalog that is missing, empty or unreadable while ``videos/`` holds outputs raises ``CatalogDamaged``
-    instead of starting over (``check_damage=False`` is for the rebuild only)."""
+    a catalog file that is empty or unreadable while ``videos/`` holds outputs raises ``CatalogDamaged``
+    instead of starting over (``check_damage=False`` is for the rebuild only). A work dir without a catalog
+    file starts a new one (``v60k doctor`` reports video folders it does not know)."""
 
     def __init__(self, workdir: WorkDir | str | Path, read_only: bool = False, check_damage: bool = True):
         self.workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
         self.path = self.workdir.catalog_path
         self.read_only = read_only
+        existed = True
         if read_only:
             if not self.path.exists():
                 raise FileNotFoundError(f"no catalog in {self.workdir.root} (run the pipeline first)")
             self.db = _connect_read_only(self.path)
         else:
-            if check_damage and not self.path.exists() and _video_dirs_with_outputs(self.workdir, 1):
-                raise CatalogDamaged(_damage_message(self.workdir, "is missing"))
+            existed = self.path.exists()
             self.workdir.create()
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
@@ -127,7 +128,8 @@ class Catalog:
         except sqlite3.DatabaseError as exc:
             self.db.close()
             raise CatalogDamaged(_damage_message(self.workdir, f"cannot be read ({exc})")) from exc
-        if "videos" not in tables and (read_only or (check_damage and _video_dirs_with_outputs(self.workdir, 1))):
+        if "videos" not in tables and (read_only or (
+                check_damage and existed and _video_dirs_with_outputs(self.workdir, 1))):
             self.db.close()
             detail = "is empty (0 bytes)" if self.path.stat().st_size == 0 else "holds no catalog tables"
             raise CatalogDamaged(_damage_message(self.workdir, detail))
