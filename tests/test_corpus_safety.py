@@ -378,6 +378,7 @@ def test_publish_is_private_unless_public(built, hub: FakeHub) -> None:
     result = invoke("publish", out, "--repo-id", "org/private-one")
     assert result.exit_code == 0, result.output
     assert hub.repos["org/private-one"].private
+    assert RECORD_NAME not in hub.repos["org/private-one"].files  # it names local paths
     result = invoke("publish", out, "--repo-id", "org/public-one", "--public")
     assert result.exit_code == 0, result.output
     assert not hub.repos["org/public-one"].private
