@@ -129,12 +129,13 @@ def test_foreign_files_are_never_deleted(built) -> None:
     important.parent.mkdir()
     important.write_text("keep me\n")
     (out / "notes.txt").write_text("mine\n")
+    (out / "data" / "linked").symlink_to(important.parent, target_is_directory=True)
     before = snapshot(out)
     for extra in ((), ("--force",)):
         result = shard_cli(work, out, *extra)
         assert result.exit_code == 1, result.output
         assert "did not write" in result.output and "data/raw/important.csv" in result.output
-        assert "notes.txt" in result.output
+        assert "notes.txt" in result.output and "data/linked" in result.output
     assert snapshot(out) == before
 
 

@@ -123,6 +123,8 @@ def inspect_folder(root: Path) -> FolderState:
         if here == root:
             dirnames[:] = [d for d in dirnames if not _OURS_TRANSIENT.match(d)]
             filenames = [f for f in filenames if f != RECORD_NAME and not _OURS_TRANSIENT.match(f)]
+        links = [d for d in dirnames if (here / d).is_symlink()]  # os.walk does not enter them: foreign as a whole
+        state.foreign += [(here / d).relative_to(root).as_posix() for d in sorted(links)]
         for name in sorted(filenames):
             path = here / name
             rel = path.relative_to(root).as_posix()
