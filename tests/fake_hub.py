@@ -142,9 +142,10 @@ class FakeHub:
 
     def _validate_yaml(self, body: bytes) -> tuple[int, Any]:
         content = json.loads(body)["content"]
-        try:
-            _, front, _ = content.split("---", 2)
-            header = yaml.safe_load(front)
+        try:  # the front matter: from a first line "---" to the next line that is exactly "---"
+            match = re.match(r"---\r?\n(.*?)^---\r?$", content, re.S | re.M)
+            assert match, "no front matter"
+            header = yaml.safe_load(match.group(1))
             assert isinstance(header, dict) and header.get("configs")
         except Exception as exc:
             return 400, {"errors": [{"message": f"invalid metadata: {exc}"}], "warnings": []}

@@ -8,6 +8,7 @@ and were produced with the fingerprint (stage version + settings hash) stored on
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -15,14 +16,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from v60k.stage import Video
-from v60k.workdir import WorkDir
+from v60k.workdir import VideoPaths, WorkDir, read_json, sanitize_id
 
 STATES = ("pending", "running", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")
 UPSTREAM_FAILED = "upstream_failed"
 EXPANDED = "expanded"  # a playlist/channel row: its entries became videos of their own; no later stage applies
+# each stage's documented JSON output (a ``VideoPaths`` attribute): the shard writer reads them, and a rebuilt
+# catalog marks a stage done where its file is there
+STAGE_OUTPUTS = {"download": "info_json", "scenes": "scenes_json", "transcribe": "transcript_json",
+                 "diarize": "diarization_json", "attribute": "lines_json", "clips": "clips_json",
+                 "sample": "frames_json", "generate": "generation_json"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -62,6 +69,10 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at  REAL NOT NULL,
     finished_at REAL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS stage_settings (
     stage       TEXT PRIMARY KEY,
     fingerprint TEXT NOT NULL,
@@ -88,16 +99,47 @@ class ItemOutcome:
     new_videos: list[dict[str, Any]] = field(default_factory=list)
 
 
+class CatalogDamaged(RuntimeError):
+    """The catalog is empty, unreadable or not a catalog (while the work dir may hold outputs): nothing was
+    changed; ``v60k doctor --repair`` rebuilds it from the per-video outputs."""
+
+
 class Catalog:
-    def __init__(self, workdir: WorkDir | str | Path):
+    """The work dir's catalog. ``read_only=True`` opens it without writing anything (a read-only mount works);
+    a catalog file that is empty or unreadable while ``videos/`` holds outputs raises ``CatalogDamaged``
+    instead of starting over (``check_damage=False`` is for the rebuild only). A work dir without a catalog
+    file starts a new one (``v60k doctor`` reports video folders it does not know)."""
+
+    def __init__(self, workdir: WorkDir | str | Path, read_only: bool = False, check_damage: bool = True):
         self.workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
-        self.workdir.create()
         self.path = self.workdir.catalog_path
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.read_only = read_only
+        existed = True
+        if read_only:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no catalog in {self.workdir.root} (run the pipeline first)")
+            self.db = _connect_read_only(self.path)
+        else:
+            existed = self.path.exists()
+            self.workdir.create()
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        try:
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise CatalogDamaged(_damage_message(self.workdir, f"cannot be read ({exc})")) from exc
+        if "videos" not in tables and (read_only or (
+                check_damage and existed and _video_dirs_with_outputs(self.workdir, 1))):
+            self.db.close()
+            detail = "is empty (0 bytes)" if self.path.stat().st_size == 0 else "holds no catalog tables"
+            raise CatalogDamaged(_damage_message(self.workdir, detail))
+        if read_only:
+            return
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process in WAL mode
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)
+        self._ensure_identity()
 
     def close(self) -> None:
         self.db.close()
@@ -415,6 +457,181 @@ class Catalog:
         for video_id, stage in self.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
             done.setdefault(video_id, set()).add(stage)
         return done
+
+    # ---- identity, health and rebuild from the per-video outputs (`v60k doctor`) ---------------
+    def _ensure_identity(self) -> None:
+        if self.catalog_id is None:
+            with self._tx():
+                self.db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('catalog_id', ?)",
+                                (uuid.uuid4().hex,))
+
+    @property
+    def catalog_id(self) -> str | None:
+        """A random id given to this catalog when it was created (None: a catalog from before ids, read-only)."""
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='catalog_id'").fetchone()
+        except sqlite3.OperationalError:  # no meta table
+            return None
+        return row[0] if row else None
+
+    @property
+    def rebuilt(self) -> bool:
+        """Whether ``v60k doctor --repair`` rebuilt this catalog from the per-video outputs."""
+        try:
+            return self.db.execute("SELECT 1 FROM meta WHERE key='rebuilt_at'").fetchone() is not None
+        except sqlite3.OperationalError:
+            return False
+
+    @classmethod
+    def diagnose(cls, workdir: WorkDir | str | Path) -> dict[str, Any]:
+        """The catalog's health, read-only: ``state`` is ok, missing, empty or damaged; video folders holding
+        outputs that the catalog does not know; SQLite's own integrity check."""
+        workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+        dirs = _video_dirs_with_outputs(workdir)
+        health: dict[str, Any] = {"workdir": str(workdir.root), "state": "ok", "detail": "", "video_dirs": len(dirs),
+                                  "catalog_videos": None, "unknown_dirs": []}
+        if not workdir.catalog_path.exists():
+            health.update(state="missing", detail="no catalog.sqlite")
+            return health
+        try:
+            with cls(workdir, read_only=True) as catalog:
+                check = catalog.db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    health.update(state="damaged", detail=f"integrity check: {check}")
+                    return health
+                known = {r[0] for r in catalog.db.execute("SELECT video_id FROM videos")}
+        except CatalogDamaged as exc:
+            empty = workdir.catalog_path.stat().st_size == 0
+            health.update(state="empty" if empty else "damaged", detail=str(exc).split(";")[0])
+            return health
+        except sqlite3.DatabaseError as exc:
+            health.update(state="damaged", detail=str(exc))
+            return health
+        health["catalog_videos"] = len(known)
+        health["unknown_dirs"] = sorted(set(dirs) - known)
+        return health
+
+    @classmethod
+    def rebuild(cls, workdir: WorkDir | str | Path,
+                manifest_rows: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
+        """Repair what ``diagnose`` found: a missing, empty or damaged catalog is moved aside (never deleted) and
+        rebuilt from ``videos/<id>/``; video folders the catalog does not know are added to it. ``manifest_rows``
+        (the manifest's rows) give back what no output file holds: series, cast, the manifest's URL."""
+        workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+        health = cls.diagnose(workdir)
+        result: dict[str, Any] = {"state": health["state"], "moved_aside": [], "videos": 0, "stages": {}}
+        if (health["state"] == "ok" and not health["unknown_dirs"]) or (
+                health["state"] == "missing" and not health["video_dirs"]):
+            return result
+        ids = None if health["state"] != "ok" else health["unknown_dirs"]
+        if health["state"] in ("empty", "damaged"):
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            for suffix in ("", "-wal", "-shm"):
+                source = workdir.catalog_path.with_name(workdir.catalog_path.name + suffix)
+                if source.exists():
+                    target = source.with_name(f"{source.name}.damaged-{stamp}")
+                    os.replace(source, target)
+                    result["moved_aside"].append(str(target))
+        with cls(workdir, check_damage=False) as catalog:
+            if ids is None:  # a new catalog: the corpus it builds may replace one of the catalog it stands for
+                with catalog._tx():
+                    catalog.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rebuilt_at', ?)",
+                                       (str(time.time()),))
+            recovered = catalog.recover_videos(manifest_rows, ids)
+        result.update(videos=recovered.pop("videos"), stages=recovered)
+        return result
+
+    def recover_videos(self, manifest_rows: Iterable[dict[str, Any]] = (),
+                       video_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """Catalog rows for video folders (all, or ``video_ids``) from their outputs: the video from
+        ``info.json`` (and the manifest row of the same id, when given), and ``done`` for every stage whose
+        JSON output is there and readable. Done rows get no fingerprint: any settings accept them."""
+        by_id = {row["video_id"]: row for row in manifest_rows}
+        ids = video_ids if video_ids is not None else _video_dirs_with_outputs(self.workdir)
+        taken = {r[0] for r in self.db.execute("SELECT source_url FROM videos")}
+        rows, done = [], []
+        for vid in ids:
+            paths = VideoPaths(self.workdir.video_dir(vid))
+            docs = {stage: _read_or_none(getattr(paths, attr)) for stage, attr in STAGE_OUTPUTS.items()}
+            info, given = docs["download"] or {}, by_id.get(vid, {})
+            url = given.get("source_url") or info.get("webpage_url") or f"recovered:{vid}"
+            if url in taken:
+                url = f"{url}#recovered-{vid}"
+            taken.add(url)
+            rows.append({"video_id": vid, "source_url": url, "series": given.get("series"),
+                         "characters": given.get("characters") or (docs["attribute"] or {}).get("cast") or [],
+                         "language": given.get("language") or (docs["transcribe"] or {}).get("language"),
+                         "license": given.get("license") or info.get("license"),
+                         "title": given.get("title") or info.get("title"),
+                         "extra": {**(given.get("extra") or {}), "recovered": True}})
+            for stage, attr in STAGE_OUTPUTS.items():
+                if docs[stage] is not None:
+                    done.append((vid, stage, getattr(paths, attr).stat().st_mtime, getattr(paths, attr).name))
+        added, _ = self.add_videos(rows)
+        counts: dict[str, int] = {"videos": added}
+        with self._tx():
+            for vid, stage, when, name in done:
+                self.db.execute(
+                    "INSERT INTO items(video_id, stage, state, finished_at, outputs, metrics) VALUES"
+                    " (?,?,'done',?,?,?) ON CONFLICT(video_id, stage) DO UPDATE SET state='done',"
+                    " finished_at=excluded.finished_at, outputs=excluded.outputs, metrics=excluded.metrics,"
+                    " fingerprint=NULL, error_class=NULL, error_message=NULL",
+                    (vid, stage, when, json.dumps({stage: name}), json.dumps({"recovered": True})),
+                )
+                counts[stage] = counts.get(stage, 0) + 1
+        return counts
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """``mode=ro``; a WAL catalog on read-only media without its ``-shm`` file is opened ``immutable`` (safe
+    when no write-ahead log is pending)."""
+    uri = f"file:{quote(str(path))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+        wal = path.with_name(path.name + "-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise
+    return sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+
+
+def _video_dirs_with_outputs(workdir: WorkDir, limit: int | None = None) -> list[str]:
+    """Ids of ``videos/<id>/`` folders that hold any file (at most ``limit`` of them), in id order."""
+    found: list[str] = []
+    try:
+        entries = sorted(os.scandir(workdir.root / "videos"), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        if entry.is_dir() and entry.name == sanitize_id(entry.name) and _has_files(entry.path):
+            found.append(entry.name)
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+def _has_files(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return any(True for _ in entries)
+
+
+def _damage_message(workdir: WorkDir, detail: str) -> str:
+    outputs = len(_video_dirs_with_outputs(workdir))
+    if not outputs:
+        return (f"the catalog {workdir.catalog_path} {detail}; nothing was changed. `v60k doctor --workdir "
+                f"{workdir.root} --repair` moves it aside")
+    return (f"the catalog {workdir.catalog_path} {detail} while videos/ holds the outputs of {outputs} video(s); "
+            f"nothing was changed. Rebuild it from those outputs with `v60k doctor --workdir {workdir.root} --repair`")
+
+
+def _read_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
 
 
 class _Transaction:

@@ -8,8 +8,6 @@ The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +17,8 @@ from typing import Any
 from v60k.catalog import Catalog
 from v60k.config import ConfigError, PipelineConfig, load_config
 from v60k.executors import Executor, StageSpec, make_executor
+from v60k.locks import RunLock as _RunLock
+from v60k.locks import WorkDirBusy as WorkDirBusy  # re-exported: callers catch v60k.pipeline.WorkDirBusy
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
 from v60k.stage import Resources, Stage, StageContext, Video
@@ -26,10 +26,6 @@ from v60k.stages import STAGE_ORDER, stage_class
 from v60k.workdir import WorkDir
 
 StageRef = str | type[Stage]
-
-
-class WorkDirBusy(RuntimeError):
-    """Another run holds this work dir."""
 
 
 @dataclass
@@ -56,28 +52,6 @@ class RunSummary:
     @property
     def unfinished(self) -> int:
         return sum(self.counts.get(s, {}).get(k, 0) for s in self.stages for k in ("pending", "running"))
-
-
-class _RunLock:
-    def __init__(self, path: Path):
-        self.path = path
-        self.handle = None
-
-    def __enter__(self) -> _RunLock:
-        self.handle = open(self.path, "w")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            self.handle.close()
-            raise WorkDirBusy(f"another v60k run is using {self.path.parent}") from exc
-        self.handle.write(str(os.getpid()))
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.handle is not None
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
 
 
 def resolve_stages(stages: Sequence[StageRef] | None) -> list[type[Stage]]:

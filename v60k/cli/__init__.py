@@ -8,7 +8,7 @@ import os
 import click
 
 from v60k import __version__
-from v60k.cli import chat_cmds, dataset_cmds, eval_cmds, pipeline_cmds, sft_cmds
+from v60k.cli import chat_cmds, dataset_cmds, doctor_cmds, eval_cmds, pipeline_cmds, sft_cmds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -27,7 +27,7 @@ def cli(verbose: int) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-for _commands in (pipeline_cmds, dataset_cmds, sft_cmds, chat_cmds, eval_cmds):
+for _commands in (pipeline_cmds, dataset_cmds, doctor_cmds, sft_cmds, chat_cmds, eval_cmds):
     _commands.register(cli)
 
 

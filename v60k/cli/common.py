@@ -39,11 +39,13 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from v60k.pipeline import WorkDirBusy
+        from v60k.catalog import CatalogDamaged
+        from v60k.dataset.ownership import CorpusError
+        from v60k.locks import Busy
 
         try:
             return func(*args, **kwargs)
-        except (ConfigError, ManifestError, WorkDirBusy, FileNotFoundError) as exc:
+        except (ConfigError, ManifestError, Busy, CatalogDamaged, CorpusError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper

@@ -33,12 +33,16 @@ def _output_settings(config_path: str | None, overrides: dict[str, object]):
               help="hash: stable per series; rank: fills every split even for a few series.")
 @click.option("--no-card", is_flag=True, help="Do not write README.md.")
 @click.option("--no-validate", is_flag=True, help="Do not validate what was written.")
+@click.option("--force", is_flag=True,
+              help="Replace a corpus built from another work dir, files v60k wrote that were changed since, or a "
+                   "corpus with rows by an empty one. Files v60k did not write are never replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors
 def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, split_method, no_card, no_validate,
-              as_json):
+              force, as_json):
     """Write the work dir's corpus as Parquet shards (data/<table>/<split>-NNNNN-of-NNNNN.parquet), the
-    dataset card, and validate them.
+    dataset card, and validate them. The work dir is only read (a read-only mount works). The folder's
+    .v60k-corpus.json records what v60k wrote there: only those files are ever replaced.
 
     \b
     Example:
@@ -53,7 +57,7 @@ def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, spli
     target = out_dir or settings.dir
     if not target:
         raise click.UsageError("no --out given and the config has no output.dir")
-    summary = write_shards(workdir, target, settings)
+    summary = write_shards(workdir, target, settings, overwrite=force or None)
     if as_json:
         echo_json(summary.to_dict())
     else:
@@ -120,23 +124,28 @@ def report_cmd(workdir, shards, out_html, eval_path):
 @click.command("publish")
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 @click.option("--repo-id", required=True, help="ORG/NAME of the dataset repository.")
-@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--public/--private", "public", default=False,
+              help="Create the repository public (default: private).")
+@click.option("--allow-unknown-license", is_flag=True,
+              help="Publish even videos whose license is missing or unknown.")
 @click.option("--dry-run", is_flag=True, help="Validate and list what would be uploaded; upload nothing.")
 @click.option("--revision", default=None, help="Branch to commit to (default: main).")
 @click.option("--message", default="Upload corpus shards", show_default=True, help="Commit message.")
 @friendly_errors
-def publish_cmd(directory, repo_id, private, dry_run, revision, message):
-    """Validate, then upload the shards and the card to a Hugging Face dataset repository. The token comes
-    from HF_TOKEN or the login cache (`hf auth login`) and is never printed.
+def publish_cmd(directory, repo_id, public, allow_unknown_license, dry_run, revision, message):
+    """Validate, then upload the shards and the card to a Hugging Face dataset repository, created private
+    unless --public. Videos without a known license are refused unless --allow-unknown-license. The token
+    comes from HF_TOKEN or the login cache (`hf auth login`) and is never printed.
 
     \b
     Example:
-      v60k publish ./corpus --repo-id my-org/my-roleplay --private --dry-run
+      v60k publish ./corpus --repo-id my-org/my-roleplay --dry-run
     """
     from v60k.dataset.publish import PublishError, publish
 
     try:
-        result = publish(directory, repo_id, private=private, dry_run=dry_run, revision=revision,
+        result = publish(directory, repo_id, private=not public, dry_run=dry_run,
+                         allow_unknown_license=allow_unknown_license, revision=revision,
                          commit_message=message, echo=click.echo)
     except PublishError as exc:
         click.echo(str(exc), err=True)

@@ -1,8 +1,16 @@
 """The dataset card: ``README.md`` in the shard folder with the Hub's YAML header (one config per table,
-license, task categories, languages, size category) and statistics computed from the shards themselves."""
+license, task categories, languages, size category) and statistics computed from the shards themselves: rows,
+characters, videos per license and the attributions their licenses require.
+
+Every value that comes from the data (names, titles, licenses, ...) is escaped before it goes into the
+Markdown body (``md_text``); the header is YAML written by ``yaml.safe_dump`` and read back by
+``read_card_header``, which takes the lines between a first line ``---`` and the next line that is exactly
+``---``."""
 
 from __future__ import annotations
 
+import html
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,11 +32,32 @@ LICENSE_ALIASES = {"creative commons attribution license (reuse allowed)": "cc-b
 SIZE_BINS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
 DEFAULT_CONFIG = "dialogues"
+UNKNOWN_LICENSES = {"", "unknown", "none", "n/a", "null"}
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
+
+
+def md_text(value: object) -> str:
+    """A data value as inline Markdown text: one line, HTML and Markdown syntax escaped."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def normalize_license(value: str | None) -> str | None:
+    """A video's license as a Hub license id where it is a known alias; None when missing or unknown."""
+    text = str(value or "").strip().lower()
+    if text in UNKNOWN_LICENSES:
+        return None
+    return LICENSE_ALIASES.get(text, text)
+
+
+def needs_attribution(license_id: str | None) -> bool:
+    """Licenses whose terms require crediting the author (CC BY and its variants)."""
+    return bool(license_id) and license_id.startswith("cc-by")
 
 
 def hub_license(values: list[str | None]) -> str:
     """One Hub license id for the corpus: the videos' common license, else ``other`` (mixed or unknown)."""
-    ids = {LICENSE_ALIASES.get(str(v).strip().lower(), str(v).strip().lower()) for v in values if v}
+    ids = {normalize_license(v) for v in values}
     if len(ids) == 1 and next(iter(ids)) in HUB_LICENSES:
         return next(iter(ids))
     return "other"
@@ -66,11 +95,20 @@ def corpus_stats(root: str | Path) -> dict[str, Any]:
         "attributed_share": round(sum(utterance_characters.values()) / max(1, sum(rows["utterances"].values())), 3),
         "generation_types": dict(sorted(Counter(_column(all_files["dialogues"], "generation_type")).items())),
         "frames": sum(len(x or []) for x in _column(all_files["clips"], "frame_times_s")),
+        "attributions": _attributions(all_files["videos"]),
     }
 
 
+def _attributions(paths: list[Path]) -> list[dict[str, Any]]:
+    """Videos whose license requires attribution: title, channel, URL, license; in video id order."""
+    rows = []
+    for path in paths:
+        rows += pq.read_table(path, columns=["video_id", "title", "channel", "source_url", "license"]).to_pylist()
+    return sorted((r for r in rows if needs_attribution(normalize_license(r["license"]))), key=lambda r: r["video_id"])
+
+
 def card_header(stats: dict[str, Any], license: str | None = None, pretty_name: str | None = None) -> dict[str, Any]:
-    header: dict[str, Any] = {"pretty_name": pretty_name or "Role-playing video corpus (v60k)"}
+    header: dict[str, Any] = {"pretty_name": " ".join((pretty_name or "").split()) or "Role-playing video corpus (v60k)"}
     header["license"] = license or hub_license(stats["licenses"])
     if header["license"] == "other":
         header["license_name"] = "mixed-source-licenses"
@@ -95,18 +133,18 @@ def card_header(stats: dict[str, Any], license: str | None = None, pretty_name: 
 
 def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
     front = yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
-    lines = [f"---\n{front}---", "", f"# {header['pretty_name']}", "",
+    lines = [f"---\n{front}---", "", f"# {md_text(header['pretty_name'])}", "",
              "Video-grounded role-play data in the style of Role-playing-Video60k (Video2Roleplay): videos, their "
              "attributed utterances, clips with sampled frames and summaries, and role-play dialogues grounded in "
              "the clips. Splits are assigned per series (per video where there is no series): no video has rows "
              "in two splits.", "", "## Statistics", "",
              f"- videos: {stats['videos']} ({stats['hours']} hours), series: {stats['series']}",
-             f"- languages: {', '.join(stats['languages']) or 'unknown'}",
+             f"- languages: {', '.join(md_text(x) for x in stats['languages']) or 'unknown'}",
              f"- characters: {stats['characters']}; utterances attributed to a character: "
              f"{stats['attributed_share'] * 100:.1f}%",
              f"- frames: {stats['frames']}",
              "- dialogues by generation type: "
-             + (", ".join(f"{k} {v}" for k, v in stats["generation_types"].items()) or "none"), "",
+             + (", ".join(f"{md_text(k)} {v}" for k, v in stats["generation_types"].items()) or "none"), "",
              "| table | " + " | ".join(["train", "validation", "test"]) + " |", "|---|---|---|---|"]
     for table in TABLES:
         counts = stats["rows"][table]
@@ -116,7 +154,7 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
                   "fill every split, and a series is never cut across splits."]
     if stats["top_characters"]:
         lines += ["", "Characters with the most dialogues: "
-                  + ", ".join(f"{name} ({n})" for name, n in stats["top_characters"]) + "."]
+                  + ", ".join(f"{md_text(name)} ({n})" for name, n in stats["top_characters"]) + "."]
     lines += ["", "## Loading", "", "```python", "from datasets import load_dataset",
               'dialogues = load_dataset("<repo or folder>", "dialogues", split="train")',
               'clips = load_dataset("<repo or folder>", "clips", split="train")  # frames decode as images',
@@ -131,7 +169,17 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## License", "",
               f"Each video keeps its source license (`videos.license`); the card's license is "
-              f"`{header['license']}`. Generated summaries and dialogues follow the same terms.", ""]
+              f"`{md_text(header['license'])}`. Generated summaries and dialogues follow the same terms.", "",
+              "| license | videos |", "|---|---|"]
+    by_license = Counter(normalize_license(x) or "unknown" for x in stats["licenses"])
+    lines += [f"| {md_text(name)} | {n} |" for name, n in sorted(by_license.items())]
+    if stats["attributions"]:
+        lines += ["", "### Attribution", "", "The licenses of these videos require crediting their authors:", ""]
+        for row in stats["attributions"]:
+            by = f" by {md_text(row['channel'])}" if row["channel"] else ""
+            lines.append(f"- \"{md_text(row['title'] or row['video_id'])}\"{by}, {md_text(row['source_url'])}, "
+                         f"{md_text(normalize_license(row['license']))}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -149,14 +197,23 @@ def write_card(root: str | Path, license: str | None = None, pretty_name: str | 
 
 def read_card_header(path: str | Path) -> dict[str, Any]:
     """The YAML header of a card; ``ValueError`` when it is missing or not YAML."""
-    text = Path(path).read_text(encoding="utf-8")
-    if not text.startswith("---"):
-        raise ValueError("no YAML header (--- ... ---)")
+    front, _ = split_front_matter(Path(path).read_text(encoding="utf-8"))
     try:
-        _, front, _ = text.split("---", 2)
         header = yaml.safe_load(front)
-    except (ValueError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
         raise ValueError(f"the YAML header cannot be read: {exc}") from exc
     if not isinstance(header, dict):
         raise ValueError("the YAML header is not a mapping")
     return header
+
+
+def split_front_matter(text: str) -> tuple[str, str]:
+    """(YAML header, body) of a card: the lines between a first line ``---`` and the next line that is exactly
+    ``---`` (a ``---`` inside a value or the body is no delimiter). ``ValueError`` without such a header."""
+    lines = text.splitlines(keepends=True)
+    if not lines or lines[0].rstrip("\r\n") != "---":
+        raise ValueError("no YAML header (--- ... ---)")
+    for index, line in enumerate(lines[1:], 1):
+        if line.rstrip("\r\n") == "---":
+            return "".join(lines[1:index]), "".join(lines[index + 1 :])
+    raise ValueError("the YAML header has no closing --- line")

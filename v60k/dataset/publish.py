@@ -1,9 +1,10 @@
 """Publish a shard folder to a Hugging Face dataset repository.
 
-    result = publish("corpus", "my-org/my-roleplay", private=True)
+    result = publish("corpus", "my-org/my-roleplay")            # a private repository unless private=False
 
-The folder is validated first (a failing corpus is not published). The repository is created if needed
-(``create_repo(repo_type="dataset", exist_ok=True)``), then the shards go up in batched commits (data files
+The folder is validated first (a failing corpus is not published), and every video must have a known license
+(``allow_unknown_license`` to publish anyway). The repository is created if needed, private unless
+``private=False`` (``create_repo(repo_type="dataset", exist_ok=True)``), then the shards go up in batched commits (data files
 first, the card last), each retried on transient errors. A re-run is a resume: the Hub reports which files it
 already has with the same content, and those are skipped. The token comes from ``HF_TOKEN`` or the login cache;
 it is never printed or written.
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v60k.dataset.card import normalize_license
 from v60k.dataset.validate import validate
 
 MB = 1024 * 1024
@@ -89,7 +91,20 @@ def _retryable(exc: BaseException) -> bool:
     return exc.__cause__ is not None and _retryable(exc.__cause__)
 
 
-def publish(directory: str | Path, repo_id: str, private: bool = False, dry_run: bool = False, *,
+def unknown_licenses(root: Path) -> list[str]:
+    """Ids of the corpus's videos whose license is missing or unknown."""
+    import pyarrow.parquet as pq
+
+    missing = []
+    for path in sorted((root / "data" / "videos").glob("*.parquet")):
+        for row in pq.read_table(path, columns=["video_id", "license"]).to_pylist():
+            if normalize_license(row["license"]) is None:
+                missing.append(row["video_id"])
+    return sorted(missing)
+
+
+def publish(directory: str | Path, repo_id: str, private: bool = True, dry_run: bool = False, *,
+            allow_unknown_license: bool = False,
             revision: str | None = None, commit_message: str = "Upload corpus shards", token: str | None = None,
             endpoint: str | None = None, max_files_per_commit: int = 100, max_mb_per_commit: float = 4096,
             retries: int = 4, backoff_s: float = 2.0, echo: Callable[[str], None] = print) -> PublishResult:
@@ -98,6 +113,11 @@ def publish(directory: str | Path, repo_id: str, private: bool = False, dry_run:
     report = validate(root)
     if not report.ok:
         raise PublishError(f"not published: {root} does not validate\n{report.render()}")
+    unknown = [] if allow_unknown_license else unknown_licenses(root)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise PublishError(f"not published: {len(unknown)} video(s) have no known license ({shown}); set `license` "
+                           "in the manifest (or `output.license`), or pass --allow-unknown-license")
     plan = upload_plan(root)
     if not any(rel == "README.md" for rel, _ in plan):
         raise PublishError(f"not published: {root} has no dataset card (README.md); run `v60k shard` first")

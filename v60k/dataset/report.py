@@ -130,7 +130,7 @@ def facts_from_workdir(workdir: WorkDir) -> CorpusFacts:
 
     facts = CorpusFacts(source=str(workdir.root))
     counts: Counter = Counter()
-    with Catalog(workdir) as catalog:
+    with Catalog(workdir, read_only=True) as catalog:
         done = catalog.done_stages()
         videos = [v for v in catalog.videos() if "download" in done.get(v.video_id, set())]
     picker = _GalleryPicker()

@@ -5,8 +5,12 @@
 Streaming: rows are buffered per (table, split) only up to one row group (as Arrow batches), then written; a shard is closed
 when it reaches the target size. Shards are written under temporary names in a staging folder and renamed
 to the Hub's ``<split>-00000-of-00003.parquet`` names at the end, when the counts are known; the previous
-``data/`` is replaced only then. Videos are read in id order and rows in file order, so a re-run over the
-same work dir gives byte-identical shards.
+``data/`` and card are replaced only then. Videos are read in id order and rows in file order, so a re-run over
+the same work dir gives byte-identical shards.
+
+Nothing is lost: the writer holds the work dir's run lock and the folder's own lock, replaces only files it
+recorded in ``.v60k-corpus.json``, and refuses a corpus from another work dir or an empty one over rows unless
+``overwrite`` (see ``v60k.dataset.ownership``).
 """
 
 from __future__ import annotations
@@ -23,9 +27,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from v60k.catalog import Catalog
+from v60k.catalog import STAGE_OUTPUTS, Catalog
+from v60k.dataset.ownership import (
+    CorpusError,
+    CorpusRecord,
+    FolderState,
+    check_not_emptied,
+    check_replaceable,
+    file_facts,
+    inspect_folder,
+    shrinkage,
+)
 from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
 from v60k.dataset.splits import plan_splits
+from v60k.locks import FileLock, FolderBusy, RunLock
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
@@ -52,6 +67,7 @@ class OutputSettings(BaseModel):
     check: bool = True  # validate what was written
     license: str | None = None  # Hub license id for the card (default: from the videos' licenses)
     pretty_name: str | None = None
+    overwrite: bool = False  # replace a corpus of another work dir, or with an empty one (never foreign files)
 
     @classmethod
     def from_config(cls, section: dict[str, Any] | None) -> OutputSettings:
@@ -88,9 +104,7 @@ class ShardSummary:
 # ------------------------------------------------------------------------------------------ reading
 
 
-STAGE_FILES = {"download": "info_json", "scenes": "scenes_json", "transcribe": "transcript_json",
-               "diarize": "diarization_json", "attribute": "lines_json", "clips": "clips_json",
-               "sample": "frames_json", "generate": "generation_json"}
+STAGE_FILES = STAGE_OUTPUTS
 
 
 class VideoReader:
@@ -330,26 +344,48 @@ def _approx_bytes(table: str, row: dict[str, Any]) -> int:
 
 
 def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: OutputSettings | None = None,
-                 video_ids: list[str] | None = None) -> ShardSummary:
+                 video_ids: list[str] | None = None, *, overwrite: bool | None = None) -> ShardSummary:
     """Write the corpus of ``workdir`` to ``out_dir/data/<table>/<split>-NNNNN-of-NNNNN.parquet``, then the
-    dataset card (``settings.card``) and a validation report (``settings.check``)."""
+    dataset card (``settings.card``) and a validation report (``settings.check``).
+
+    ``overwrite`` (default ``settings.overwrite``) lets it replace a corpus built from another work dir, files
+    it wrote that were changed since, or a corpus with rows by an empty one. ``CorpusError``: nothing written."""
     settings = settings or OutputSettings()
+    overwrite = settings.overwrite if overwrite is None else overwrite
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     if not workdir.catalog_path.exists():
         raise FileNotFoundError(f"no catalog in {workdir.root} (run the pipeline first)")
     out = Path(out_dir).expanduser().resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(workdir.lock_path, required=False, reentrant=True):
+        with Catalog(workdir, read_only=True) as catalog:
+            catalog_id, rebuilt = catalog.catalog_id, catalog.rebuilt
+            videos = catalog.videos(video_ids)
+            done = catalog.done_stages()
+        videos = [v for v in videos if "download" in done.get(v.video_id, set())]
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with FileLock(out, FolderBusy, f"another v60k shard is writing {out}"):
+                state = inspect_folder(out)
+                check_replaceable(state, str(workdir.root), catalog_id, overwrite, rebuilt)
+                record = CorpusRecord(workdir=str(workdir.root), catalog_id=catalog_id)
+                summary = _write_locked(videos, done, out, settings, state, record, overwrite)
+        except OSError as exc:
+            raise CorpusError(f"cannot write the corpus to {out}: {exc.strerror or exc}"
+                              f"{f' ({exc.filename})' if exc.filename else ''}") from exc
+    if settings.check:
+        from v60k.dataset.validate import validate
+
+        summary.validation = validate(out)
+    return summary
+
+
+def _write_locked(videos: list[Video], done: dict[str, set[str]], out: Path, settings: OutputSettings,
+                  state: FolderState, record: CorpusRecord, overwrite: bool) -> ShardSummary:
+    """Stage the shards and the card, check they may replace what is there, then swap them in."""
     _remove_stale(out)
     staging = out / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     summary = ShardSummary(out_dir=str(out))
-
-    with Catalog(workdir) as catalog:
-        videos = catalog.videos(video_ids)
-        done: dict[str, set[str]] = {}
-        for vid, stage in catalog.db.execute("SELECT video_id, stage FROM items WHERE state='done'"):
-            done.setdefault(vid, set()).add(stage)
-    videos = [v for v in videos if "download" in done.get(v.video_id, set())]
     plan = plan_splits({v.video_id: v.series for v in videos}, settings.splits, settings.seed, settings.split_method)
     summary.warnings += plan.notes
 
@@ -385,20 +421,28 @@ def write_shards(workdir: str | Path | WorkDir, out_dir: str | Path, settings: O
                 os.replace(part, final)
                 summary.files.append(f"data/{table}/{final.name}")
                 summary.bytes += final.stat().st_size
+        summary.files.sort()
+        record.rows = {table: sum(summary.rows.get(table, {}).values()) for table in TABLES}
+        check_not_emptied(state, record.rows, str(record.workdir), overwrite)
+        summary.warnings += shrinkage(state, record.rows)
+        if settings.card:
+            from v60k.dataset.card import write_card
+
+            write_card(staging, license=settings.license, pretty_name=settings.pretty_name)
+        record.files = {rel: file_facts(staging / rel) for rel in summary.files}
+        if settings.card:
+            record.files["README.md"] = file_facts(staging / "README.md")
+        elif state.record and "README.md" in state.ours:  # the card v60k wrote before stays its own
+            record.files["README.md"] = state.record.files["README.md"]
         _swap_in(staging / "data", out / "data")
+        if settings.card:
+            os.replace(staging / "README.md", out / "README.md")
+            summary.card = str(out / "README.md")
+        record.write(out)
     finally:
         for writer in writers.values():
             writer.close_part()
         shutil.rmtree(staging, ignore_errors=True)
-    summary.files.sort()
-    if settings.card:
-        from v60k.dataset.card import write_card
-
-        summary.card = str(write_card(out, license=settings.license, pretty_name=settings.pretty_name))
-    if settings.check:
-        from v60k.dataset.validate import validate
-
-        summary.validation = validate(out)
     return summary
 
 
