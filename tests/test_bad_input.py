@@ -4,7 +4,6 @@ classified reason, the good ones finish, ``status`` groups them, and retry + re-
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 from pathlib import Path
 from urllib.parse import quote
@@ -17,7 +16,8 @@ from v60k.catalog import Catalog
 from v60k.samples import build_scene_video
 from v60k.workdir import read_json
 
-FAST = {"retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5}
+FAST = {"retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5,
+        "allow_private_networks": True}  # the test server is on 127.0.0.1
 ODD_TITLE = "Ross & Rachel \u200f«שלום» — 日本語 🎬 Zoë e\u0301 \u202eevil\u202c 𝔉𝔯𝔦𝔢𝔫𝔡𝔰"
 ODD_FILE = "Joey’s “best” — ça 🍕"
 
@@ -41,7 +41,7 @@ def served(media_server) -> dict[str, str]:
     (root / "page.mp4").write_text("<!DOCTYPE html><html><body><h1>Video not found</h1></body></html>")
     (root / "empty.mp4").write_bytes(b"")
     for name in ("escape.mp4", "odd.mp4", f"{ODD_FILE}.mp4"):
-        shutil.copy(root / "good.mp4", root / name)
+        (root / name).write_bytes(good + name.encode())  # trailing bytes: distinct files, not duplicates
     return {p.name: media_server.url(quote(p.name)) for p in root.iterdir()}
 
 
