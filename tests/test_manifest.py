@@ -289,3 +289,15 @@ def test_a_yaml_manifest_that_is_not_a_list_of_rows_is_one_clear_error(tmp_path,
         load_manifest(_write(tmp_path / "m.yaml", text))
     assert words in str(error.value) and "\n" not in str(error.value)
     assert load_manifest(_write(tmp_path / "empty.yaml", "videos: []\n")).rows == []
+
+
+def test_a_lone_surrogate_escape_is_a_bad_row(tmp_path):
+    jsonl = load_manifest(_write(tmp_path / "s.jsonl", '{"url": "https://example.com/1.mp4", "title": "\\ud800"}\n'
+                                                      '{"url": "https://example.com/2.mp4"}\n'))
+    yml = load_manifest(_write(tmp_path / "s.yaml", '- {url: "https://example.com/1.mp4", title: "\\ud800"}\n'
+                                                    '- {url: "https://example.com/2.mp4"}\n'))
+    for manifest in (jsonl, yml):
+        assert [r["source_url"] for r in manifest.rows] == ["https://example.com/2.mp4"]
+        [rejected] = manifest.rejected
+        assert rejected.row == 1 and "lone surrogate" in rejected.reason
+        rejected.raw.encode("utf-8")  # printable and storable

@@ -34,6 +34,7 @@ MAX_ROW_VALUES = 10_000
 MAX_ROW_DEPTH = 32
 _CSV_DEFAULT_LIMIT = 131_072  # the csv module's own field limit, raised to the file's length while reading
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+_SURROGATE = re.compile("[\ud800-\udfff]")  # not text at all: no UTF-8 file, catalog or shard can hold one
 _ALIASES = {"source_url": "url", "video_id": "id", "cast": "characters"}
 
 
@@ -130,7 +131,11 @@ _BOMS = (
 
 def _shown(text: str) -> str:
     """A rejected row's text for the report: undecodable bytes as ``\\xNN``, at most 500 characters."""
-    return text[:500].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text[:500]
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate written as a JSON or YAML escape ("\\ud800")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _csv_records(text: str) -> Iterator[tuple[int, Any, str]]:
@@ -286,10 +291,12 @@ def _check_size(record: Any) -> None:
         elif isinstance(value, str):
             if len(value) > MAX_FIELD_CHARS:
                 raise ValueError(f"a value of {len(value):,} characters (at most {MAX_FIELD_CHARS:,})")
-            bad = _UNDECODABLE.search(value)
-            if bad:
+            bad = _SURROGATE.search(value)
+            if bad and _UNDECODABLE.fullmatch(bad.group()):
                 raise ValueError(f"not UTF-8 (byte 0x{ord(bad.group()) - 0xDC00:02X}): save the manifest as UTF-8, "
                                  "or give its encoding (e.g. latin-1)")
+            if bad:
+                raise ValueError(f"not valid Unicode: a lone surrogate \\u{ord(bad.group()):04x}")
             characters += len(value)
         if values > MAX_ROW_VALUES or characters > MAX_ROW_CHARS:
             raise ValueError(f"row too large (at most {MAX_ROW_VALUES:,} values and {MAX_ROW_CHARS:,} characters)")
