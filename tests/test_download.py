@@ -347,6 +347,8 @@ def test_transient_errors_are_retried_then_classified(tmp_path, server):
         ("ERROR: [generic] x: Unable to download webpage: [Errno -2] Name or service not known",
          ("unreachable", True)),
         ("ERROR: Did not get any data blocks", ("empty_file", False)),
+        ("ERROR: [generic] x: Unable to download webpage: blocked address: 169.254.169.254 resolves to ...",
+         ("blocked_address", False)),
         ("ERROR: something nobody has seen before", ("download_error", False)),
     ],
 )

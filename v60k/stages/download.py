@@ -4,6 +4,8 @@ and ``subs/`` (see docs/architecture.md and docs/download.md).
 Everything is fetched into a staging dir inside the video dir and moved into place only once the file has
 been checked (``v60k.media.probe`` + ``check_complete``), so a killed run never leaves a half ``source.*``.
 A playlist or channel URL downloads nothing: its entries come back as new videos for the catalog.
+Every connection goes through the network policy (``v60k.netguard``), and a file whose content another video
+of the work dir already holds is skipped as ``duplicate_content``.
 """
 
 from __future__ import annotations
