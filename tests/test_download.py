@@ -622,7 +622,7 @@ def test_a_transfer_cut_or_stalled_midway_resumes_from_where_it_stopped(tmp_path
     half = len(data) // 2
     server.faults["ep.mp4"] = [(kind, half)]
     video = _video(tmp_path, _page_for(server, "ep.mp4"))
-    result = _stage(socket_timeout_s=0.5).process(video)
+    result = _stage(socket_timeout_s=1.0).process(video)
 
     assert (video.dir / "source.mp4").read_bytes() == data
     assert result.metrics["attempts"] == 1  # resumed inside yt-dlp's own retry, not redone by the stage
@@ -639,7 +639,7 @@ def test_a_transfer_that_keeps_failing_ends_transient_exhausted(tmp_path, server
     video = _video(tmp_path, _page_for(server, "ep.mp4"))
     started = time.monotonic()
     with pytest.raises(StageError) as failed:
-        _stage(retries=1, socket_timeout_s=0.3).process(video)
+        _stage(retries=1, socket_timeout_s=0.5).process(video)
     assert failed.value.error_class == "transient_exhausted", str(failed.value)
     assert "after 2 attempts" in str(failed.value)
     assert len(_ranges(server, "ep.mp4")) == 4  # 2 stage attempts x (1 try + 1 yt-dlp retry)
