@@ -110,7 +110,11 @@ def check_host(host: str, port: int | None, policy: Policy) -> None:
     A name that does not resolve passes: the download itself then fails as ``unreachable``.
     """
     try:
-        results = _system_getaddrinfo(host, port or 0, 0, socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        return
+        ipaddress.ip_address(host.split("%", 1)[0])
+        results: list[tuple[Any, ...]] = [(None, None, None, "", (host, port or 0))]  # a literal: no lookup
+    except ValueError:
+        try:
+            results = _system_getaddrinfo(host, port or 0, 0, socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            return
     policy.filter(host, results)
