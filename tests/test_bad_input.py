@@ -4,20 +4,23 @@ classified reason, the good ones finish, ``status`` groups them, and retry + re-
 from __future__ import annotations
 
 import json
-import shutil
 import socket
+import time
 from pathlib import Path
 from urllib.parse import quote
 
 import ffmpeg
 import pytest
+from click.testing import CliRunner
 
 from v60k import pipeline
 from v60k.catalog import Catalog
+from v60k.cli import cli
 from v60k.samples import build_scene_video
 from v60k.workdir import read_json
 
-FAST = {"retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5}
+FAST = {"retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5,
+        "allow_private_networks": True}  # the test server is on 127.0.0.1
 ODD_TITLE = "Ross & Rachel \u200f«שלום» — 日本語 🎬 Zoë e\u0301 \u202eevil\u202c 𝔉𝔯𝔦𝔢𝔫𝔡𝔰"
 ODD_FILE = "Joey’s “best” — ça 🍕"
 
@@ -41,7 +44,7 @@ def served(media_server) -> dict[str, str]:
     (root / "page.mp4").write_text("<!DOCTYPE html><html><body><h1>Video not found</h1></body></html>")
     (root / "empty.mp4").write_bytes(b"")
     for name in ("escape.mp4", "odd.mp4", f"{ODD_FILE}.mp4"):
-        shutil.copy(root / "good.mp4", root / name)
+        (root / name).write_bytes(good + name.encode())  # trailing bytes: distinct files, not duplicates
     return {p.name: media_server.url(quote(p.name)) for p in root.iterdir()}
 
 
@@ -154,3 +157,46 @@ def test_one_bad_batch_through_download_and_scenes(tmp_path, served):
             assert (item["attempts"], item["error_class"]) == (2, error_class)
     assert stamps == {vid: ((work / "videos" / vid / "source.mp4").stat().st_mtime_ns,
                             (work / "videos" / vid / "scenes.json").stat().st_mtime_ns) for vid in done}
+
+
+def test_a_hostile_mixed_manifest_through_the_cli(tmp_path, served):
+    """Encodings, oversized fields, an alias bomb, a blocked address: every valid row runs, no traceback."""
+    huge = "x" * 200_000
+    lines = [
+        "url,id,title",
+        f"{served['good.mp4']},good,Pilot",  # 1
+        f"{served['odd.mp4']},latin,Zoë",  # 2: a Latin-1 byte in a UTF-8 file
+        f"{served['escape.mp4']},huge,{huge}",  # 3: a field above the csv module's limit
+        "http://169.254.169.254/latest/meta-data/,metadata,",  # 4: the cloud metadata service
+        f"{served['silent.mp4']},silent,Quiet",  # 5
+    ]
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_bytes("\n".join(lines).encode("utf-8").replace("Zoë".encode(), "Zoë".encode("latin-1")) + b"\n")
+    work = tmp_path / "work"
+    sets = [arg for key, value in FAST.items() for arg in ("--set", f"{key}={value}")]
+    result = CliRunner().invoke(cli, ["download", str(manifest), "--workdir", str(work), *sets])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and result.exception is None
+    assert "row 2" in result.output and "not UTF-8" in result.output and "row 3" in result.output
+    with Catalog(work) as catalog:
+        states = {v.video_id: catalog.item(v.video_id, "download") for v in catalog.videos()}
+    assert {vid: item["state"] for vid, item in states.items()} == {"good": "done", "silent": "done",
+                                                                     "metadata": "failed"}
+    assert states["metadata"]["error_class"] == "blocked_address"
+
+    bomb = tmp_path / "bomb.yaml"
+    levels = [f"  {c}: &{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb.write_text("\n".join([f"- url: {served['good.mp4']}", f"- url: {served['odd.mp4']}",
+                               '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]', *levels,
+                               f"- url: {served['silent.mp4']}"]) + "\n", encoding="utf-8")
+    started = time.monotonic()
+    result = CliRunner().invoke(cli, ["download", str(bomb), "--workdir", str(tmp_path / "w2"), *sets])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "row 2" in result.output and "aliases" in result.output and time.monotonic() - started < 60
+    with Catalog(tmp_path / "w2") as catalog:
+        assert sorted(v.source_url for v in catalog.videos()) == sorted([served["good.mp4"], served["silent.mp4"]])
+
+    nonsense = tmp_path / "typo.yaml"
+    nonsense.write_text(f"video:\n  - url: {served['good.mp4']}\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["download", str(nonsense), "--workdir", str(tmp_path / "w3")])
+    assert result.exit_code == 1 and "'videos:'" in result.output and result.output.count("\n") == 1, result.output

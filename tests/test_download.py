@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -25,6 +27,7 @@ from v60k import pipeline
 from v60k.catalog import Catalog
 from v60k.cli import cli
 from v60k.config import load_config
+from v60k.netguard import address_refusal
 from v60k.samples import MediaServer, build_scene_video
 from v60k.stage import SkipVideo, StageError, Video
 from v60k.stages import STAGE_ORDER
@@ -33,13 +36,16 @@ from v60k.workdir import read_json, sanitize_id
 
 # tiny waits: the retry logic runs for real, the test does not sleep for long
 REPO = Path(__file__).resolve().parent.parent
-FAST = {"retries": 2, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5}
+FAST = {"retries": 2, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5,
+        "allow_private_networks": True}  # the test server is on 127.0.0.1
 INFO_KEYS = {"id", "title", "channel", "uploader", "duration", "license", "upload_date", "tags", "description",
-             "webpage_url", "extractor", "width", "height", "fps", "vcodec", "acodec", "filesize", "subtitles"}
+             "webpage_url", "extractor", "width", "height", "fps", "vcodec", "acodec", "filesize", "subtitles",
+             "content_sha256"}
 
 
 class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves the directory; records each request; answers scripted error statuses first."""
+    """Serves the directory (with HTTP Range); records each request; answers scripted error statuses,
+    redirects and transfer faults first."""
 
     def log_message(self, *args: object) -> None:
         pass
@@ -52,6 +58,16 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         statuses = recorder.scripted.get(path)
         if statuses:
             self.send_error(statuses.pop(0))
+            return True
+        if path in recorder.redirects:
+            self.send_response(302)
+            self.send_header("Location", recorder.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        faults = recorder.faults.get(path)
+        if faults and self.command == "GET":
+            self._fault(recorder, path, *faults.pop(0))
             return True
         if path in recorder.stalls and self.command == "GET":
             self._stall(recorder, path)
@@ -74,9 +90,44 @@ class _RecordingHandler(http.server.SimpleHTTPRequestHandler):
         if after_bytes:
             self.wfile.write(data[after_bytes:])
 
+    def _range_start(self, size: int) -> int:
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        return int(match.group(1)) if match and int(match.group(1)) < size else 0
+
+    def _send_body_headers(self, size: int, start: int) -> None:
+        """200 for the whole file, 206 with Content-Range from ``start`` on."""
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(size - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.end_headers()
+
+    def _fault(self, recorder: RecordingServer, path: str, kind: str, after_bytes: int) -> None:
+        """Announce the whole (remaining) file, send ``after_bytes`` of it, then hang up ("cut") or go silent
+        until the server closes ("stall")."""
+        data = (recorder.root / path).read_bytes()
+        start = self._range_start(len(data))
+        self._send_body_headers(len(data), start)
+        self.wfile.write(data[start:start + after_bytes])
+        self.wfile.flush()
+        if kind == "stall":
+            recorder.closing.wait(30)
+        self.close_connection = True
+
     def do_GET(self) -> None:
-        if not self._scripted():
-            super().do_GET()
+        if self._scripted():
+            return
+        path = unquote(urlsplit(self.path).path).lstrip("/")
+        file = self.server.recorder.root / path  # type: ignore[attr-defined]
+        if self.headers.get("Range") and file.is_file():
+            data = file.read_bytes()
+            start = self._range_start(len(data))
+            self._send_body_headers(len(data), start)
+            self.wfile.write(data[start:])
+            return
+        super().do_GET()
 
     def do_HEAD(self) -> None:
         if not self._scripted():
@@ -91,6 +142,9 @@ class RecordingServer(MediaServer):
         self.requests: list[dict[str, str | None]] = []
         self.scripted: dict[str, list[int]] = {}
         self.stalls: dict[str, tuple[int, threading.Event, threading.Event]] = {}
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.faults: dict[str, list[tuple[str, int]]] = {}  # path -> [("cut" | "stall", bytes sent first), ...]
+        self.closing = threading.Event()
         self.httpd.RequestHandlerClass = functools.partial(_RecordingHandler, directory=str(root))
         self.httpd.recorder = self  # type: ignore[attr-defined]
         # the generic extractor reads a direct link's first bytes and hangs up: not an error worth a traceback
@@ -108,6 +162,7 @@ class RecordingServer(MediaServer):
     def __exit__(self, *exc: object) -> None:
         for _, _, release in self.stalls.values():
             release.set()
+        self.closing.set()
         super().__exit__(*exc)
 
 
@@ -131,7 +186,8 @@ def server(tmp_path: Path, media: dict[str, Path]) -> Iterator[RecordingServer]:
 
 
 def _video(tmp_path: Path, url: str, video_id: str = "v1", **fields) -> Video:
-    return Video(video_id=video_id, source_url=url, dir=tmp_path / "work" / "videos" / video_id, **fields)
+    """A video in a work dir of its own (the same file downloaded twice into one work dir is a duplicate)."""
+    return Video(video_id=video_id, source_url=url, dir=tmp_path / f"work-{video_id}" / "videos" / video_id, **fields)
 
 
 def _stage(**settings) -> Download:
@@ -291,6 +347,8 @@ def test_transient_errors_are_retried_then_classified(tmp_path, server):
         ("ERROR: [generic] x: Unable to download webpage: [Errno -2] Name or service not known",
          ("unreachable", True)),
         ("ERROR: Did not get any data blocks", ("empty_file", False)),
+        ("ERROR: [generic] x: Unable to download webpage: blocked address: 169.254.169.254 resolves to ...",
+         ("blocked_address", False)),
         ("ERROR: something nobody has seen before", ("download_error", False)),
     ],
 )
@@ -308,7 +366,7 @@ def _rss(server: RecordingServer, name: str, items: list[tuple[str, str]]) -> st
 
 
 def test_playlist_expands_and_its_videos_download_in_the_same_run(tmp_path, server, media):
-    shutil.copy(media["good"], server.root / "ep2.mp4")
+    (server.root / "ep2.mp4").write_bytes(media["good"].read_bytes() + b"\0")  # another file, not a duplicate
     feed = _rss(server, "feed.xml", [("Ep 1 — “Pilot”", "good.mp4"), ("Ep 2", "ep2.mp4")])
     manifest = _manifest(tmp_path / "m.jsonl", [
         {"url": feed, "id": "season-1", "characters": "Monica;Ross", "language": "en", "license": "CC-BY-4.0"},
@@ -542,3 +600,142 @@ def test_format_cap_takes_the_best_up_to_720p_else_the_smallest(tmp_path, server
     only_large = _sources_page(server, "large", [2160, 1080], media)
     _stage().process(_video(tmp_path, only_large, "v2"))  # nothing ≤ 720p: the smallest rather than nothing
     assert [p for p in server.paths() if p.endswith(".mp4")] == ["large-1080.mp4"]
+
+
+# ---- cut and stalled transfers: yt-dlp resumes with HTTP Range, or the stage retries -----------------------
+def _page_for(server: RecordingServer, media_name: str) -> str:
+    """An HTML5 page around one media file: the media URL is then fetched by the download alone."""
+    name = f"{Path(media_name).stem}.html"
+    (server.root / name).write_text(f'<html><head><title>{media_name}</title></head><body>'
+                                    f'<video src="{media_name}"></video></body></html>', encoding="utf-8")
+    return server.url(name)
+
+
+def _ranges(server: RecordingServer, path: str) -> list[str | None]:
+    return [r["range"] for r in server.requests if r["path"] == path and r["method"] == "GET"]
+
+
+@pytest.mark.parametrize("kind", ["cut", "stall"])
+def test_a_transfer_cut_or_stalled_midway_resumes_from_where_it_stopped(tmp_path, server, media, kind):
+    data = media["good"].read_bytes()
+    shutil.copy(media["good"], server.root / "ep.mp4")
+    half = len(data) // 2
+    server.faults["ep.mp4"] = [(kind, half)]
+    video = _video(tmp_path, _page_for(server, "ep.mp4"))
+    result = _stage(socket_timeout_s=1.0).process(video)
+
+    assert (video.dir / "source.mp4").read_bytes() == data
+    assert result.metrics["attempts"] == 1  # resumed inside yt-dlp's own retry, not redone by the stage
+    ranges = _ranges(server, "ep.mp4")
+    assert len(ranges) == 2 and ranges[0] is None
+    resumed_at = int(re.fullmatch(r"bytes=(\d+)-", ranges[1] or "").group(1))  # the rest only (whole blocks)
+    assert half // 4 < resumed_at <= half
+
+
+@pytest.mark.parametrize("kind", ["cut", "stall"])
+def test_a_transfer_that_keeps_failing_ends_transient_exhausted(tmp_path, server, media, kind):
+    shutil.copy(media["good"], server.root / "ep.mp4")
+    server.faults["ep.mp4"] = [(kind, 1000)] * 20
+    video = _video(tmp_path, _page_for(server, "ep.mp4"))
+    started = time.monotonic()
+    with pytest.raises(StageError) as failed:
+        _stage(retries=1, socket_timeout_s=0.5).process(video)
+    assert failed.value.error_class == "transient_exhausted", str(failed.value)
+    assert "after 2 attempts" in str(failed.value)
+    assert len(_ranges(server, "ep.mp4")) == 4  # 2 stage attempts x (1 try + 1 yt-dlp retry)
+    assert time.monotonic() - started < 30
+    assert not video.dir.exists() or not list(video.dir.iterdir())
+
+
+# ---- network policy ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("address", "allow_private", "refused"),
+    [
+        ("169.254.169.254", True, True), ("fe80::1", True, True), ("fe80::1%1", True, True),
+        ("::ffff:169.254.169.254", True, True), ("0.0.0.0", True, True), ("224.0.0.1", True, True),
+        ("127.0.0.1", False, True), ("127.0.0.1", True, False), ("::1", False, True), ("10.1.2.3", False, True),
+        ("192.168.0.10", False, True), ("172.16.5.4", False, True), ("100.64.0.1", False, True),
+        ("fd00::1", False, True), ("::ffff:127.0.0.1", False, True), ("64:ff9b::a9fe:a9fe", True, True),
+        ("93.184.215.14", False, False), ("2606:4700::1111", False, False),
+    ],
+)
+def test_address_policy(address, allow_private, refused):
+    assert (address_refusal(address, allow_private) is not None) == refused
+
+
+def test_private_addresses_are_refused_unless_allowed_after_name_resolution(tmp_path, server):
+    port = server.httpd.server_address[1]
+    for host in ("127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "2130706433", "127.1"):
+        with pytest.raises(StageError) as refused:
+            _stage(allow_private_networks=False).process(_video(tmp_path, f"http://{host}:{port}/good.mp4"))
+        assert refused.value.error_class == "blocked_address", host
+        assert "loopback or private" in str(refused.value)
+    assert server.requests == []  # not one request reached the server
+    _stage(allow_private_networks=True).process(_video(tmp_path, f"http://localhost:{port}/good.mp4"))
+
+
+def test_link_local_is_refused_always_also_behind_a_redirect(tmp_path, server):
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fe80::1]/x.mp4",
+                "http://[::ffff:169.254.169.254]/x.mp4"):
+        with pytest.raises(StageError) as refused:
+            _stage().process(_video(tmp_path, url))
+        assert refused.value.error_class == "blocked_address" and "link-local" in str(refused.value), url
+
+    server.redirects["moved.mp4"] = "http://169.254.169.254/latest/meta-data/iam/x.mp4"
+    video = _video(tmp_path, server.url("moved.mp4"), "v2")
+    started = time.monotonic()
+    with pytest.raises(StageError) as redirected:
+        _stage(retries=3).process(video)
+    assert redirected.value.error_class == "blocked_address", str(redirected.value)
+    assert "169.254.169.254" in str(redirected.value) and "Traceback" not in str(redirected.value)
+    assert server.paths().count("moved.mp4") >= 1 and time.monotonic() - started < 10  # refused, not retried
+    assert not video.dir.exists() or not list(video.dir.iterdir())
+
+    server.redirects["moved.mp4"] = server.url("good.mp4")  # a redirect within the allowed ranges is followed
+    assert _stage().process(_video(tmp_path, server.url("moved.mp4"), "v3")).outputs["source"] == "source.mp4"
+
+
+def test_blocked_addresses_are_recorded_failures_in_a_run(tmp_path, server):
+    manifest = _manifest(tmp_path / "m.jsonl", [
+        {"url": server.url("good.mp4"), "id": "local"},
+        {"url": "http://169.254.169.254/latest/meta-data/", "id": "metadata"},
+    ])
+    work = tmp_path / "work"
+    settings = {**FAST, "allow_private_networks": False}
+    summary = pipeline.run(work, manifest=manifest, stages=["download"], overrides={"download": settings})
+    assert summary.counts["download"]["failed"] == 2
+    with Catalog(work) as catalog:
+        for vid in ("local", "metadata"):
+            item = catalog.item(vid, "download")
+            assert item["error_class"] == "blocked_address" and "Traceback" not in item["error_message"]
+
+
+# ---- the same content under two URLs -----------------------------------------------------------------------
+def test_the_same_file_under_two_urls_is_downloaded_once(tmp_path, server, media):
+    shutil.copy(media["good"], server.root / "copy.mp4")
+    manifest = _manifest(tmp_path / "m.jsonl", [
+        {"url": server.url("good.mp4"), "id": "first"},
+        {"url": server.url("copy.mp4"), "id": "second"},
+        {"url": server.url("voice.mp4"), "id": "other"},
+    ])
+    (server.root / "voice.mp4").write_bytes(media["good"].read_bytes() + b"\0")  # another file: not a duplicate
+    work = tmp_path / "work"
+    pipeline.run(work, manifest=manifest, stages=["download"], overrides={"download": FAST})
+
+    digest = hashlib.sha256(media["good"].read_bytes()).hexdigest()
+    assert read_json(work / "videos" / "first" / "info.json")["content_sha256"] == digest
+    with Catalog(work) as catalog:
+        first, second = catalog.item("first", "download"), catalog.item("second", "download")
+        assert catalog.item("other", "download")["state"] == "done"
+    assert first["state"] == "done" and first["metrics"]["content_sha256"] == digest
+    assert (second["state"], second["error_class"]) == ("skipped", "duplicate_content")
+    assert "'first'" in second["error_message"]
+    assert not list((work / "videos" / "second").glob("source.*"))  # the copy is not kept
+
+    # the earlier one keeps it when it is downloaded again
+    assert pipeline.retry(work, "download") == 0
+    again = _stage()
+    again.process(Video(video_id="first", source_url=server.url("good.mp4"), dir=work / "videos" / "first"))
+    with pytest.raises(SkipVideo) as dup:
+        again.process(Video(video_id="second", source_url=server.url("copy.mp4"), dir=work / "videos" / "second"))
+    assert dup.value.error_class == "duplicate_content"

@@ -4,10 +4,13 @@ and ``subs/`` (see docs/architecture.md and docs/download.md).
 Everything is fetched into a staging dir inside the video dir and moved into place only once the file has
 been checked (``v60k.media.probe`` + ``check_complete``), so a killed run never leaves a half ``source.*``.
 A playlist or channel URL downloads nothing: its entries come back as new videos for the catalog.
+Every connection goes through the network policy (``v60k.netguard``), and a file whose content another video
+of the work dir already holds is skipped as ``duplicate_content``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -24,6 +27,7 @@ from pydantic import Field, field_validator
 
 from v60k import media
 from v60k.manifest import derive_id
+from v60k.netguard import BlockedAddress, Policy, check_host, guarded
 from v60k.stage import (
     Resources,
     SkipVideo,
@@ -34,7 +38,7 @@ from v60k.stage import (
     Video,
     fingerprint_of,
 )
-from v60k.workdir import sanitize_id, write_json
+from v60k.workdir import read_json, sanitize_id, write_json
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ DEFAULT_FORMAT = "bv*[height<=?720]+ba/b[height<=?720]/bv*[height<=?720]/bv*+ba/
 # Among what the format string allows: the largest up to 720p, then H.264 (plays and cuts everywhere), AAC, mp4.
 DEFAULT_FORMAT_SORT = ["res:720", "vcodec:h264", "acodec:aac", "ext:mp4:m4a"]
 STAGING_DIR = ".download.partial"  # inside the video dir; yt-dlp resumes its .part files from here
+CONTENT_INDEX_DIR = ".content"  # in the work dir: <sha256> -> the id of the video that has this content
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
@@ -65,6 +70,7 @@ def parse_rate(text: str | int | float | None) -> int | None:
 _ERROR_RULES: list[tuple[re.Pattern[str], str, bool]] = [
     (re.compile(p, re.IGNORECASE), cls, transient)
     for p, cls, transient in [
+        (r"blocked address", "blocked_address", False),
         (r"larger than max-filesize", "too_large", False),
         (r"did not get any data blocks", "empty_file", False),
         (r"private video|video is private|this playlist is private", "private", False),
@@ -88,6 +94,7 @@ _ERROR_RULES: list[tuple[re.Pattern[str], str, bool]] = [
 ]
 
 _CLASS_MESSAGES = {
+    "blocked_address": "refused by the network policy",
     "too_large": "file larger than max_filesize_mb",
     "empty_file": "the server sent an empty file",
     "private": "private video",
@@ -158,8 +165,19 @@ class _Gate:
         return self.refusal[1]
 
 
-def _backoff(base_s: float, max_s: float) -> Callable[[int], float]:
-    return lambda attempt: min(max_s, base_s * 2**attempt)
+def _backoff(base_s: float, max_s: float) -> Callable[..., float]:
+    """Seconds to wait before retry ``n + 1``; yt-dlp calls its ``retry_sleep_functions`` as ``func(n=...)``."""
+
+    def wait(n: int) -> float:
+        return min(max_s, base_s * 2**n)
+
+    return wait
+
+
+def content_hash(path: Path) -> str:
+    """sha256 of a file, read in chunks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ---- the stage -------------------------------------------------------------------------------------------
@@ -189,6 +207,7 @@ class Download(Stage):
         subtitle_languages: list[str] = Field(default_factory=lambda: ["all", "-live_chat"])
         allow_schemes: list[str] = Field(default_factory=lambda: ["http", "https"])
         playlist_limit: int | None = Field(None, ge=1)  # at most this many entries per playlist
+        allow_private_networks: bool = False  # loopback / private ranges; link-local is refused always
 
         @field_validator("cookies_file", mode="before")
         @classmethod
@@ -230,7 +249,9 @@ class Download(Stage):
                 return self._expand(video, info)
             source = self._downloaded_file(info, ytlog)
             facts = self._check_media(source)
-            result = self._publish(video, info, source, staging, facts)
+            digest = content_hash(source)
+            self._claim_content(video, digest)
+            result = self._publish(video, info, source, staging, facts, digest)
         except Exception:
             shutil.rmtree(staging, ignore_errors=True)  # a failure is final; an interrupt keeps .part files to resume
             raise
@@ -251,6 +272,38 @@ class Download(Stage):
             )
         if not parts.hostname:
             raise StageError(f"URL has no host: {url!r}", "invalid_url")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+        except ValueError:
+            raise StageError(f"URL has an invalid port: {url!r}", "invalid_url") from None
+        self._check_host(url, self._policy())
+
+    def _policy(self) -> Policy:
+        return Policy(allow_private=self.settings.allow_private_networks)
+
+    @staticmethod
+    def _check_host(url: str, policy: Policy) -> None:
+        """The URL's host must resolve to an address the network policy allows (docs/download.md)."""
+        parts = urlsplit(url)
+        if not parts.hostname:
+            return
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        try:
+            check_host(parts.hostname, port, policy)
+        except BlockedAddress as exc:
+            raise StageError(str(exc), "blocked_address") from None
+
+    def _check_info_urls(self, info: dict[str, Any], policy: Policy) -> None:
+        """Before any media byte: the final page URL and the chosen formats' URLs pass the policy too (a
+        redirect, or an extractor pointing elsewhere; also covers ffmpeg, which resolves names itself)."""
+        urls = [info.get("webpage_url"), info.get("url")]
+        urls += [f.get("url") for f in info.get("requested_formats") or [] if isinstance(f, dict)]
+        for url in urls:
+            if isinstance(url, str) and urlsplit(url).scheme.lower() in ("http", "https"):
+                self._check_host(url, policy)
 
     def _options(self, staging: Path, ytlog: _YtdlpLog, gate: _Gate, subtitles: bool) -> dict[str, Any]:
         s = self.settings
@@ -308,11 +361,12 @@ class Download(Stage):
         attempt = 0
         while True:
             attempt += 1
-            ytlog, gate = _YtdlpLog(), _Gate(s.max_duration_s)
+            ytlog, gate, policy = _YtdlpLog(), _Gate(s.max_duration_s), self._policy()
             try:
-                with YoutubeDL(self._options(staging, ytlog, gate, subtitles)) as ydl:
+                with guarded(policy), YoutubeDL(self._options(staging, ytlog, gate, subtitles)) as ydl:
                     info = ydl.extract_info(url, download=False)
                     if info is not None and gate.refusal is None and info.get("_type") not in ("playlist", "multi_video"):
+                        self._check_info_urls(info, policy)
                         info = ydl.process_ie_result(info, download=True)
                     if gate.refusal is not None:
                         raise StageError(gate.refusal[1], gate.refusal[0])
@@ -320,6 +374,8 @@ class Download(Stage):
                         raise StageError("yt-dlp returned no information", "download_error")
                     return ydl.sanitize_info(info), ytlog, attempt, subtitles_note
             except DownloadError as exc:
+                if policy.refusals:  # a redirect or a later request to a refused address
+                    raise StageError(policy.refusals[0], "blocked_address") from None
                 message = _clean(str(exc))
                 if subtitles and "unable to download video subtitles" in message.lower():
                     subtitles, subtitles_note = False, message  # subtitles are optional: go on without them
@@ -359,8 +415,38 @@ class Download(Stage):
             raise StageError(f"{facts.size_bytes} bytes exceed max_filesize_mb {s.max_filesize_mb:g}", "too_large")
         return facts
 
+    @staticmethod
+    def _claim_content(video: Video, digest: str) -> None:
+        """Record that ``video`` holds this content, unless another video of the work dir already does.
+
+        The index is ``<workdir>/.content/<sha256>`` holding the owner's id, created atomically (the first
+        to finish keeps it). A claim whose owner neither holds that content (info.json) nor is downloading
+        (staging dir) is stale — that video failed, or was redone with other content — and is taken over.
+        """
+        index = video.dir.parent.parent / CONTENT_INDEX_DIR
+        index.mkdir(exist_ok=True)
+        claim = index / digest
+        try:
+            with open(claim, "x", encoding="utf-8") as handle:
+                handle.write(video.video_id)
+            return
+        except FileExistsError:
+            owner = claim.read_text(encoding="utf-8").strip()
+        if owner == video.video_id:
+            return
+        owner_dir = video.dir.parent / sanitize_id(owner or "_")
+        try:
+            holds = read_json(owner_dir / "info.json").get("content_sha256") == digest
+        except (OSError, ValueError, AttributeError):
+            holds = False
+        if holds or (owner_dir / STAGING_DIR).is_dir():
+            raise SkipVideo(f"same content as video {owner!r} (sha256 {digest[:12]}…)", "duplicate_content")
+        temporary = claim.with_name(f"{digest}.{video.video_id}.tmp")
+        temporary.write_text(video.video_id, encoding="utf-8")
+        os.replace(temporary, claim)
+
     def _publish(self, video: Video, info: dict[str, Any], source: Path, staging: Path,
-                 facts: media.StreamInfo) -> StageResult:
+                 facts: media.StreamInfo, digest: str) -> StageResult:
         """Move the checked file and subtitles into place, then write info.json (last: it marks completion)."""
         paths = video.paths
         subtitles = self._collect_subtitles(info, staging)
@@ -373,7 +459,7 @@ class Download(Stage):
         os.replace(source, target)
         if subtitles:
             os.replace(staging / "subs.final", paths.subs_dir)
-        document = self.info_document(video, info, facts, subtitles)
+        document = self.info_document(video, info, facts, subtitles, digest)
         write_json(paths.info_json, document)
         outputs = {"source": target.name, "info": paths.info_json.name}
         if subtitles:
@@ -390,6 +476,7 @@ class Download(Stage):
                 "format_id": info.get("format_id"),
                 "subtitles": sorted(subtitles),
                 "title": document["title"],
+                "content_sha256": digest,
             },
         )
 
@@ -412,7 +499,7 @@ class Download(Stage):
 
     @staticmethod
     def info_document(video: Video, info: dict[str, Any], facts: media.StreamInfo,
-                      subtitles: dict[str, str]) -> dict[str, Any]:
+                      subtitles: dict[str, str], digest: str) -> dict[str, Any]:
         """The info.json subset (docs/architecture.md): the source's metadata, the file's measured facts.
 
         A title or license given in the manifest wins over the extractor's (a direct link's title is its file name).
@@ -437,6 +524,7 @@ class Download(Stage):
             "acodec": facts.audio_codec,
             "filesize": facts.size_bytes,
             "subtitles": subtitles,
+            "content_sha256": digest,
         }
 
     # ---- playlists ----------------------------------------------------------------------------------------
