@@ -409,6 +409,73 @@ class Catalog:
         return n
 
 
+    # ---- planning and status: read-only access and the queries pipeline.plan / pipeline.status make ------------
+    @classmethod
+    def open_readonly(cls, workdir: WorkDir | str | Path) -> Catalog:
+        """The catalog for reading only: it creates and writes nothing (status of a read-only or full work dir)."""
+        catalog = cls.__new__(cls)
+        catalog.workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+        catalog.path = catalog.workdir.catalog_path
+        uri = catalog.path.resolve().as_uri()
+        catalog.db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None,
+                                     check_same_thread=False)
+        try:
+            catalog.db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:  # a WAL database whose -shm file cannot be created here
+            catalog.db.close()
+            catalog.db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                         check_same_thread=False)
+        return catalog
+
+    def first_video_ids(self, limit: int) -> set[str]:
+        """The first ``limit`` videos in the order they were added (``--limit``)."""
+        rows = self.db.execute("SELECT video_id FROM videos ORDER BY added_at, video_id LIMIT ?", (limit,))
+        return {r[0] for r in rows}
+
+    def video_ids(self) -> list[str]:
+        """Every video id, in the order they were added."""
+        return [r[0] for r in self.db.execute("SELECT video_id FROM videos ORDER BY added_at, video_id")]
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT run_id, command, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return dict(zip(("run_id", "command", "started_at", "finished_at"), row)) if row else None
+
+    def item_states(self, stages: Sequence[str]) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
+        """{stage: {video_id: (state, fingerprint, error_class)}} for these stages."""
+        out: dict[str, dict[str, tuple[str, str | None, str | None]]] = {s: {} for s in stages}
+        for chunk in _chunks(list(stages), 500):
+            marks = ",".join("?" * len(chunk))
+            for vid, stage, state, fp, error_class in self.db.execute(
+                f"SELECT video_id, stage, state, fingerprint, error_class FROM items WHERE stage IN ({marks})", chunk
+            ):
+                out[stage][vid] = (state, fp, error_class)
+        return out
+
+    def outcome_totals(self) -> dict[str, dict[str, Any]]:
+        """Per stage, the per-item outcomes and totals its finished rows reported (``metrics["items"]`` and
+        ``metrics["totals"]``) summed: {stage: {"items": {"done": n, "rejected": {reason: n}, "failed": {reason: n}},
+        "totals": {name: x}}}. Rows that are pending again (their metrics are stale) do not count."""
+        out: dict[str, dict[str, Any]] = {}
+        for stage, items, totals in self.db.execute(
+            "SELECT stage, json_extract(metrics, '$.items'), json_extract(metrics, '$.totals') FROM items"
+            " WHERE state IN ('done','skipped') AND metrics IS NOT NULL AND json_valid(metrics)"
+            " AND (json_type(metrics, '$.items') = 'object' OR json_type(metrics, '$.totals') = 'object')"
+        ):
+            entry = out.setdefault(stage, {"items": {"done": 0, "rejected": {}, "failed": {}}, "totals": {}})
+            for key, value in (json.loads(items) if items else {}).items():
+                if key == "done" and isinstance(value, (int, float)):
+                    entry["items"]["done"] += int(value)
+                elif key in ("rejected", "failed") and isinstance(value, dict):
+                    for reason, n in value.items():
+                        if isinstance(n, (int, float)):
+                            entry["items"][key][reason] = entry["items"][key].get(reason, 0) + int(n)
+            for name, value in (json.loads(totals) if totals else {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    entry["totals"][name] = round(entry["totals"].get(name, 0.0) + float(value), 6)
+        return out
+
+
 class _Transaction:
     def __init__(self, db: sqlite3.Connection):
         self.db = db

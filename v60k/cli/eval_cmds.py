@@ -13,16 +13,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from v60k.cli.common import echo_json, friendly_errors
-from v60k.config import PipelineConfig, load_config
+from v60k.cli.common import command_config, echo_json, friendly_errors, set_option
+from v60k.config import PipelineConfig
 from v60k.workdir import WorkDir, write_json
 
 NO_ENDPOINT_EXIT = 2
 
 
-def _config(path: str | None) -> PipelineConfig:
-    # chat/eval read only the llm section and the stages' sections: no stage-name check on other keys
-    return load_config(path) if path else PipelineConfig()
+def _config(path: str | None, sets: tuple[str, ...], workdir: str | None) -> PipelineConfig:
+    return command_config(workdir, path, sets)
 
 
 def _no_endpoint(what: str) -> None:
@@ -52,8 +51,10 @@ def _no_endpoint(what: str) -> None:
 @click.option("--max-frames", type=int, default=8, show_default=True, help="Frames sent with the conversation.")
 @click.option("--text-only", is_flag=True, help="The model takes no images: send the summary and frame times only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@set_option()
 @friendly_errors
-def chat_command(video, character, persona, cast, question, config_path, model, workdir, max_frames, text_only, quiet):
+def chat_command(video, character, persona, cast, question, config_path, model, workdir, max_frames, text_only, quiet,
+                 sets):
     """Talk to a character of a video: frames in temporal order + a summary context of the video's transcript
     + the character's persona, sent to any OpenAI-compatible vision model.
 
@@ -65,7 +66,7 @@ def chat_command(video, character, persona, cast, question, config_path, model, 
     from v60k.framework import chat
     from v60k.progress import default_progress
 
-    config = _config(config_path)
+    config = _config(config_path, sets, workdir)
     cast_list = [c.strip() for c in (cast or "").split(";") if c.strip()] or [character]
     if character not in cast_list:
         cast_list.append(character)
@@ -153,9 +154,10 @@ def _converse(loop: asyncio.AbstractEventLoop, session: Any, question: str | Non
 @click.option("--text-only", is_flag=True, help="The model under test takes no images.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Turns evaluated at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
+@set_option()
 @friendly_errors
 def eval_command(shards, model, judge, limit, out, config_path, workdir, split, rubric, max_frames, text_only,
-                 concurrency, as_json):
+                 concurrency, as_json, sets):
     """Evaluate a role-play model on the test split: it answers every user turn (frames + summary + persona,
     as in chat), and an LLM judge scores its answer and the reference answer on the eight metrics of the
     rubric. A metric's score is the mean model/reference ratio over valid judgements.
@@ -166,7 +168,7 @@ def eval_command(shards, model, judge, limit, out, config_path, workdir, split, 
     """
     from v60k.framework import chat, evaluate
 
-    config = _config(config_path)
+    config = _config(config_path, sets, workdir)
     rubric_obj = evaluate.Rubric.load(rubric)
     items = evaluate.load_test_items(shards, split=split, limit=limit, max_frames=max_frames)
     client = chat.make_client(config, WorkDir(workdir).create())

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from v60k.catalog import Catalog
 from v60k.config import PipelineConfig
+from v60k.errors import V60kError
 from v60k.framework.profile import RolePlayProfile, Turn, build_messages, default_persona
 from v60k.manifest import derive_id, load_manifest
 from v60k.progress import Progress
@@ -36,7 +37,7 @@ SUMMARY_PROMPT = "summary-v1"  # the generation stage's summary prompt
 PERSONA_LINES = 5
 
 
-class ChatError(RuntimeError):
+class ChatError(V60kError, RuntimeError):
     """The video cannot be prepared for a chat (download or probing failed), with the reason."""
 
 
@@ -192,16 +193,8 @@ def persona_for(character: str, persona: str | None, prepared: PreparedVideo) ->
 
 
 def llm_settings(config: PipelineConfig) -> Any:
-    """The config's ``llm`` section as the LLM backend's settings (a clear error for an unknown key)."""
-    from pydantic import ValidationError
-
-    from v60k.backends.llm import LLMSettings
-    from v60k.config import ConfigError
-
-    try:
-        return LLMSettings(**config.llm)
-    except ValidationError as exc:
-        raise ConfigError(f"{config.source or 'config'}: llm section: {exc}") from exc
+    """The config's ``llm`` section as the LLM backend's settings (checked when the config was loaded)."""
+    return config.llm
 
 
 def make_client(config: PipelineConfig, workdir: WorkDir) -> Any:

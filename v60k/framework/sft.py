@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from v60k.errors import V60kError
 from v60k.workdir import atomic_path, write_bytes, write_json
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ SCENE_OPENING = "(The scene you are in is shown above. Stay in character.)"
 _SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}\.parquet$")
 
 
-class ExportError(RuntimeError):
+class ExportError(V60kError, RuntimeError):
     """The shard directory cannot be exported at all (no dialogues table, unreadable layout)."""
 
 
