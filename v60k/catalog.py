@@ -452,6 +452,20 @@ class Catalog:
                 out[stage][vid] = (state, fp, error_class)
         return out
 
+    def costly_ids(self, stages: Sequence[str]) -> dict[str, set[str]]:
+        """Per stage, the done videos whose outputs cost model requests (usage with requests, tokens, cache hits
+        or cost): what a re-run would overwrite and pay for again."""
+        out: dict[str, set[str]] = {s: set() for s in stages}
+        for stage, video_id, usage in self.db.execute(
+            "SELECT stage, video_id, usage FROM items WHERE state='done' AND usage IS NOT NULL"
+        ):
+            if stage in out and any(
+                isinstance(v, (int, float)) and v > 0 for k, v in json.loads(usage).items()
+                if k in ("requests", "prompt_tokens", "completion_tokens", "cached", "cost_usd")
+            ):
+                out[stage].add(video_id)
+        return out
+
     def outcome_totals(self) -> dict[str, dict[str, Any]]:
         """Per stage, the per-item outcomes and totals its finished rows reported (``metrics["items"]`` and
         ``metrics["totals"]``) summed: {stage: {"items": {"done": n, "rejected": {reason: n}, "failed": {reason: n}},

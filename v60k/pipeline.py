@@ -154,6 +154,7 @@ class Plan:
     todo: dict[str, int] = field(default_factory=dict)  # selected stage -> videos it will process (at most)
     redo: dict[str, int] = field(default_factory=dict)  # stage -> done videos it will process again
     changed: dict[str, int] = field(default_factory=dict)  # stage -> finished rows whose settings changed
+    costly_redo: dict[str, int] = field(default_factory=dict)  # stage -> redone videos whose output cost LLM requests
 
     @property
     def stages(self) -> list[str]:
@@ -161,8 +162,9 @@ class Plan:
 
     @property
     def overwrites_llm_output(self) -> int:
-        """Done videos of the generate stage (LLM summaries and dialogues) this run would write again."""
-        return self.redo.get("generate", 0)
+        """Done videos whose output came from model requests (the generate stage's LLM summaries and dialogues)
+        that this run would write again."""
+        return sum(self.costly_redo.values())
 
     def redo_text(self) -> str:
         """'scenes 3, generate 3' — the stages that redo finished videos."""
@@ -192,6 +194,7 @@ class Plan:
                 "videos": self.videos, "new_videos": self.new_videos, "limit": self.limit, "force": self.force,
                 "todo": dict(self.todo), "redo": {k: v for k, v in self.redo.items() if v},
                 "changed": {k: v for k, v in self.changed.items() if v},
+                "overwrites_llm_output": {k: v for k, v in self.costly_redo.items() if v},
                 "output": str(self.config.output.dir) if self.write_output else None}
 
 
@@ -242,10 +245,12 @@ def _count(the_plan: Plan) -> None:
     names = [c.name for c in the_plan.involved]
     states: dict[str, dict[str, tuple[str, str | None, str | None]]] = {n: {} for n in names}
     known: list[str] = []
+    costly: dict[str, set[str]] = {n: set() for n in names}
     if the_plan.workdir.catalog_path.exists():
         with open_catalog(the_plan.workdir, readonly=True) as catalog:
             known = catalog.video_ids()
             states = catalog.item_states(names)
+            costly = catalog.costly_ids(names)
     known_set = set(known)
     new = [row["video_id"] for row in (the_plan.manifest.rows if the_plan.manifest else ())
            if row["video_id"] not in known_set]
@@ -256,6 +261,7 @@ def _count(the_plan: Plan) -> None:
     the_plan.todo = dict.fromkeys(the_plan.stages, 0)
     the_plan.redo = dict.fromkeys(names, 0)
     the_plan.changed = dict.fromkeys(names, 0)
+    the_plan.costly_redo = dict.fromkeys(names, 0)
     for video_id in ordered:
         pending: dict[str, bool] = {}
         for klass in the_plan.involved:
@@ -273,6 +279,7 @@ def _count(the_plan: Plan) -> None:
             pending[klass.name] = again
             if again and state == "done":
                 the_plan.redo[klass.name] += 1
+                the_plan.costly_redo[klass.name] += video_id in costly[klass.name]
             if again and klass.name in selected and (subset is None or video_id in subset):
                 the_plan.todo[klass.name] += 1
 

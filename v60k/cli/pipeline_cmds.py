@@ -30,10 +30,11 @@ def _execute(stages: list[str] | None, manifest: str | None, *, workdir: str, co
         print_plan(the_plan)
         return
     if the_plan.overwrites_llm_output and not (force or yes):
+        costly = ", ".join(f"{stage} {n}" for stage, n in the_plan.costly_redo.items() if n)
         raise ConfirmationNeeded(
-            f"this config redoes finished work ({the_plan.redo_text()} video(s)), and the generate stage would "
-            f"overwrite {the_plan.overwrites_llm_output} video(s)' LLM summaries and dialogues; see "
-            f"`v60k {command} --dry-run`, and pass --yes to go ahead")
+            f"this config redoes finished work ({the_plan.redo_text()} video(s)) and would overwrite output that "
+            f"took LLM requests ({costly} video(s): summaries, dialogues); see `v60k {command} --dry-run`, "
+            "and pass --yes (or --force) to go ahead")
     progress = default_progress(quiet)
     try:
         if the_plan.redo_text():

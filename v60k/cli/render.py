@@ -101,8 +101,7 @@ def print_plan(plan: Any) -> None:
     for line in plan.lines():
         click.echo(line)
     if plan.overwrites_llm_output:
-        click.echo(f"the generate stage would overwrite {plan.overwrites_llm_output} video(s)' LLM output: "
-                   "the run needs --yes")
+        click.echo(f"{plan.overwrites_llm_output} video(s)' LLM output would be overwritten: the run needs --yes")
 
 
 def print_summary(summary: Any) -> None:
