@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from v60k.backends.llm import LLMSettings
 from v60k.errors import ConfigError, redact, register_sensitive
@@ -84,6 +84,8 @@ class PipelineConfig(BaseModel):
     resources: dict[str, dict[str, Any]] = Field(default_factory=dict)  # {stage: {cpus, gpus, memory_gb, workers}}
     stage_settings: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str | None = None  # the file it was read from
+    # {key path: (the ${VAR} text as written, its value when loaded)}: what to_document writes back
+    _templates: dict[tuple[str, ...], tuple[str, str]] = PrivateAttr(default_factory=dict)
 
     def section(self, stage: str) -> dict[str, Any]:
         return dict(self.stage_settings.get(stage) or {})
@@ -113,7 +115,7 @@ class PipelineConfig(BaseModel):
                 doc[name] = section
         for name, section in self.stage_settings.items():
             doc[name] = section
-        return conceal(doc)
+        return _restore(doc, (), self._templates)
 
 
 # ------------------------------------------------------------------------------------------ ${ENV}
@@ -139,6 +141,30 @@ def interpolate(value: Any) -> Any:
     if isinstance(value, list):
         return [interpolate(v) for v in value]
     return value
+
+
+def _templates(value: Any, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], tuple[str, str]]:
+    """{path: (text, its value)} for every string of a raw config that holds a ``${VAR}`` reference."""
+    if isinstance(value, str):
+        return {path: (value, interpolate(value))} if _ENV.search(value) else {}
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    found: dict[tuple[str, ...], tuple[str, str]] = {}
+    for key, child in items:
+        found.update(_templates(child, (*path, str(key))))
+    return found
+
+
+def _restore(value: Any, path: tuple[str, ...], templates: dict[tuple[str, ...], tuple[str, str]]) -> Any:
+    """``value`` with each leaf that still has the value of its ``${VAR}`` text written as that text again; any
+    other value from the environment concealed."""
+    if isinstance(value, dict):
+        return {k: _restore(v, (*path, str(k)), templates) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore(v, (*path, str(i)), templates) for i, v in enumerate(value)]
+    template = templates.get(path)
+    if template is not None and str(value) == template[1]:
+        return template[0]
+    return conceal(value)
 
 
 def conceal(value: Any) -> Any:
@@ -225,7 +251,9 @@ def load_config(path: str | Path | None, known_stages: Sequence[str] | None = No
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     overridden = {o.path for o in overrides}
-    raw = interpolate(_apply(raw, overrides))
+    raw = _apply(raw, overrides)
+    templates = _templates(raw)
+    raw = interpolate(raw)
     fields = set(PipelineConfig.model_fields) - {"stage_settings", "source"}
     top = {k: v for k, v in raw.items() if k in fields}
     sections = {k: v for k, v in raw.items() if k not in fields}
@@ -248,18 +276,25 @@ def load_config(path: str | Path | None, known_stages: Sequence[str] | None = No
             top[name] = {}
         if name in top and not isinstance(top[name], dict):
             raise ConfigError(f"{_at(origin(name), name)}: a section must be a mapping of settings")
+    problems = []
+    for name, section in sections.items():  # every stage section's mistakes, with the rest's, in one message
+        try:
+            check_stage_settings(name, section or {}, origin)
+        except ConfigError as exc:
+            problems.append(str(exc))
     try:
         config = PipelineConfig(**top, stage_settings={k: v or {} for k, v in sections.items()},
                                 source=str(path) if path is not None else None)
     except ValidationError as exc:
-        raise ConfigError(describe(exc, origin, model=PipelineConfig)) from None
+        raise ConfigError("; ".join([describe(exc, origin, model=PipelineConfig), *problems])) from None
+    if problems:
+        raise ConfigError("; ".join(problems))
     for stage in config.stages or ():
         if stage not in known_stages:
             raise ConfigError(f"{_at(origin('stages'), 'stages')}: unknown stage {stage!r}{_did_you_mean(stage, known_stages)}"
                               f"; stages are {', '.join(known_stages)}")
     check_resources(config.resources, known_stages, origin)
-    for name, section in config.stage_settings.items():
-        check_stage_settings(name, section, origin)
+    config._templates = templates
     return config
 
 

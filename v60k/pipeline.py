@@ -24,7 +24,7 @@ from typing import Any
 
 from v60k.catalog import Catalog
 from v60k.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
-from v60k.errors import WorkDirBusy, WorkDirError
+from v60k.errors import WorkDirBusy, WorkDirError, redact
 from v60k.executors import Executor, StageSpec, make_executor
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
@@ -414,8 +414,8 @@ def open_catalog(workdir: WorkDir, readonly: bool = False) -> Iterator[Catalog]:
             why = f"{path} is damaged or incomplete ({text}); restore it, or move it aside to start the catalog anew"
         elif "readonly" in text or "unable to open" in text:
             why = f"{path} cannot be written ({text}): is the work dir writable?"
-        elif "full" in text:
-            why = f"{path}: the disk is full"
+        elif "full" in text or "I/O error" in text:
+            why = f"{path} could not be written ({text}): is the disk full?"
         else:
             why = f"{path}: {text}"
         raise WorkDirError(f"catalog {why}") from None
@@ -453,6 +453,8 @@ def _run_stage(
         progress.stage_started(stage.name, len(ready))
         discovered = False
         for outcome in runner.run(spec, _feed(catalog, stage.name, ready, run_id)):
+            if outcome.error_message:  # no secret or ${VAR} value in the catalog or on screen
+                outcome.error_message = redact(outcome.error_message)
             catalog.record(outcome, fingerprint)
             if outcome.new_videos:
                 added, _ = catalog.add_videos(outcome.new_videos, parent_id=outcome.video_id)
