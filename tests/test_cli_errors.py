@@ -155,6 +155,8 @@ def test_set_works_on_run_and_on_generate(tmp_path):
                          "--set", "llm.model=m", "--dry-run")
         assert result.exit_code == 0, result.output
         assert "to process" in result.stdout
+    result = _invoke("run", "--workdir", work, "--out", str(tmp_path / "corpus"), "--dry-run")
+    assert result.exit_code == 0 and f"then the shards, to {tmp_path / 'corpus'}" in result.stdout
     assert not Path(work).exists()  # a dry run writes nothing
 
 
@@ -174,6 +176,7 @@ def test_a_half_written_catalog_is_one_line_and_is_left_alone(tmp_path):
     garbage = b"this is no SQLite file" * 50
     catalog.write_bytes(garbage)
     _one_line_error(_invoke("status", "--workdir", str(work)), 1, "damaged")
+    _one_line_error(_invoke("report", "--workdir", str(work), "--out", str(tmp_path / "r.html")), 1, "catalog")
     assert catalog.read_bytes() == garbage  # nothing lost, nothing rewritten
     assert before  # (the first cut was left as it was too: checked by each command's refusal above)
 

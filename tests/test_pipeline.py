@@ -408,3 +408,14 @@ def test_without_config_the_work_dirs_config_is_used_and_llm_output_is_not_redon
         assert all(catalog.counts()[s]["done"] == 2 for s in ("clips", "sample", "generate"))
     assert "min_s: 30" in (work / "config.yaml").read_text()  # the refused config was not stored
     assert before != b""  # (the catalog was only read by the dry runs and the refusal)
+
+
+def test_one_failure_has_one_name_in_the_catalog(tmp_path):
+    from toy_stages import Unsourced
+
+    from v60k.errors import MISSING_INPUT
+
+    work = tmp_path / "work"
+    _seed(work, 2)
+    summary = pipeline.run(work, stages=[Unsourced])
+    assert {(f["error_class"], f["count"]) for f in summary.failures} == {(MISSING_INPUT, 2)}

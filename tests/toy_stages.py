@@ -113,3 +113,12 @@ class AfterExpand(Stage):
 
 def manifest_rows(n: int, prefix: str = "vid") -> list[dict]:
     return [{"video_id": f"{prefix}{i:03d}", "source_url": f"http://127.0.0.1/{prefix}{i:03d}.mp4"} for i in range(n)]
+
+
+class Unsourced(Stage):
+    """Fails every video under an old name for a missing input ('missing_source')."""
+
+    name = "toy_unsourced"
+
+    def process(self, video: Video) -> StageResult:
+        raise StageError(f"no source for {video.video_id}", error_class="missing_source")

@@ -11,7 +11,6 @@ one failure has one name wherever it is detected.
 from __future__ import annotations
 
 import os
-import re
 
 # ------------------------------------------------------------------------------------------ exceptions
 
@@ -58,7 +57,7 @@ EXPANDED = "expanded"  # a playlist row: its entries became videos of their own
 WORKER_CRASHED = "worker_crashed"  # the worker process died while processing the video
 NO_RESOURCES = "no_resources"  # the cluster can never place a worker of the stage
 
-# names that meant the same as a canonical one; what status shows and stages raise should use the right side
+# names that mean the same as a canonical one: the driver records the canonical name (stages should raise it)
 ALIASES: dict[str, str] = {
     "missing_source": MISSING_INPUT,
     "no_video_stream": NOT_A_VIDEO,
@@ -95,10 +94,3 @@ def redact(text: str, extra_env: tuple[str, ...] = ()) -> str:
             text = text.replace(value, _sensitive[value])
     return text
 
-
-_PYDANTIC_INPUT = re.compile(r",? ?input_value=.*?(?=, input_type=|\]$|$)", re.MULTILINE)
-
-
-def strip_inputs(text: str) -> str:
-    """A pydantic error text without the ``input_value=...`` it quotes."""
-    return _PYDANTIC_INPUT.sub("", text)

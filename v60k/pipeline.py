@@ -24,7 +24,7 @@ from typing import Any
 
 from v60k.catalog import Catalog
 from v60k.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
-from v60k.errors import WorkDirBusy, WorkDirError, redact
+from v60k.errors import WorkDirBusy, WorkDirError, canonical, redact
 from v60k.executors import Executor, StageSpec, make_executor
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
@@ -455,6 +455,7 @@ def _run_stage(
         for outcome in runner.run(spec, _feed(catalog, stage.name, ready, run_id)):
             if outcome.error_message:  # no secret or ${VAR} value in the catalog or on screen
                 outcome.error_message = redact(outcome.error_message)
+            outcome.error_class = canonical(outcome.error_class)  # one failure, one name (v60k.errors)
             catalog.record(outcome, fingerprint)
             if outcome.new_videos:
                 added, _ = catalog.add_videos(outcome.new_videos, parent_id=outcome.video_id)
