@@ -14,6 +14,7 @@ environment.
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -114,7 +115,7 @@ class PipelineConfig(BaseModel):
             if section:
                 doc[name] = section
         for name, section in self.stage_settings.items():
-            doc[name] = section
+            doc[name] = json.loads(json.dumps(section, default=str))  # plain YAML data whatever the caller passed
         return _restore(doc, (), self._templates)
 
 
@@ -231,10 +232,9 @@ def load_config(path: str | Path | None, known_stages: Sequence[str] | None = No
 
     ``known_stages`` (default: the registered stages) are the stage sections a config may have.
     """
-    if known_stages is None:
-        from v60k.stages import STAGE_ORDER
+    from v60k.stages import STAGE_ORDER
 
-        known_stages = list(STAGE_ORDER)
+    known_stages = list(STAGE_ORDER) if known_stages is None else known_stages
     where = str(path) if path is not None else "config"
     raw: Any = {}
     if path is not None:
@@ -276,8 +276,6 @@ def load_config(path: str | Path | None, known_stages: Sequence[str] | None = No
             top[name] = {}
         if name in top and not isinstance(top[name], dict):
             raise ConfigError(f"{_at(origin(name), name)}: a section must be a mapping of settings")
-    from v60k.stages import STAGE_ORDER
-
     problems = []
     for name, section in sections.items():  # every stage section's mistakes, with the rest's, in one message
         if name not in STAGE_ORDER:  # a stage of the caller's own: checked when it is built
