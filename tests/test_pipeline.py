@@ -230,6 +230,7 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
             update={"resources": {"toy_measure": {"workers": 4}}})
         summary = pipeline.run(work, stages=TOY, executor=executor, config=config)
         setups = (work / "setups.log").read_text().splitlines()
+        teardowns = (work / "teardowns.log").read_text().splitlines()
         # a stage needing a GPU on a cluster without one: every video says why, nothing waits forever
         no_gpu = pipeline.run(work, stages=TOY, executor=executor, force=True,
                               config=PipelineConfig(resources={"toy_double": {"gpus": 1}}))
@@ -241,6 +242,7 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
     assert summary.counts["toy_measure"]["failed"] == 1
     assert summary.counts["toy_double"]["done"] == 7
     assert len(setups) <= 2  # one per actor
+    assert sorted(teardowns) == sorted(setups)  # and every actor released what it set up
     assert read_json(work / "videos" / "vid007" / "double.json") == {"value": 12}
     assert no_gpu.counts["toy_double"]["failed"] == 8
     assert no_gpu.failures[0]["error_class"] == "no_resources"
