@@ -77,7 +77,8 @@ def test_mistakes_never_quote_an_expanded_value(tmp_path, monkeypatch):
     message = str(caught.value)
     assert secret not in message and "input_value" not in message
     assert all(f"p.yaml: {key}:" in message for key in ("workers", "llm.max_tokens", "clips.min_s"))
-    assert redact(f"a library said {secret}!") == "a library said ${V60K_TEST_TOKEN}!"
+    shown = redact(f"a library said {secret}!")  # the reference of a variable holding that value
+    assert shown.startswith("a library said ${") and shown.endswith("}!") and secret not in shown
 
 
 def test_the_work_dir_keeps_references_and_a_command_without_config_uses_them(tmp_path, monkeypatch):
