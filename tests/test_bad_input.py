@@ -123,7 +123,7 @@ def test_one_bad_batch_through_download_and_scenes(tmp_path, served):
     assert "/" not in escaped and ".." not in escaped
     assert videos[escaped].extra["manifest_id"] == "../../escape"
     assert (work / "videos" / escaped / "source.mp4").exists()
-    assert sorted(p.name for p in work.iterdir() if not p.name.startswith(".")) == ["catalog.sqlite", "videos"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.startswith(".")) == ["catalog.sqlite", "config.yaml", "videos"]
 
     # odd Unicode survives intact: the manifest's title, and a title taken from the URL's file name
     assert read_json(work / "videos" / "odd-title" / "info.json")["title"] == ODD_TITLE

@@ -57,6 +57,10 @@ def test_v60k_run_from_manifest_to_validated_shards(tmp_path, media_server):
         again = runner.invoke(cli, args)
         assert again.exit_code == 0, again.output
         assert server.chat_requests == requests  # nothing generated twice
+        # without --config the work dir's own config is used: nothing redone with built-in defaults
+        resumed = runner.invoke(cli, ["run", "--workdir", str(work), "--quiet", "--strict"])
+        assert resumed.exit_code == 0, resumed.output
+        assert server.chat_requests == requests
     assert requests >= 3  # a summary, and a dialogue per character
     assert {stage: counts["done"] for stage, counts in status["stages"].items()} == dict.fromkeys(status["stages"], 1)
     assert list(status["stages"]) == ["download", "scenes", "transcribe", "diarize", "attribute", "clips", "sample",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import toy_stages
+from click.testing import CliRunner
 from toy_stages import AfterExpand, Double, Expand, Measure, calls, manifest_rows
 
 from v60k import pipeline
@@ -229,6 +230,7 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
             update={"resources": {"toy_measure": {"workers": 4}}})
         summary = pipeline.run(work, stages=TOY, executor=executor, config=config)
         setups = (work / "setups.log").read_text().splitlines()
+        teardowns = (work / "teardowns.log").read_text().splitlines()
         # a stage needing a GPU on a cluster without one: every video says why, nothing waits forever
         no_gpu = pipeline.run(work, stages=TOY, executor=executor, force=True,
                               config=PipelineConfig(resources={"toy_double": {"gpus": 1}}))
@@ -240,6 +242,7 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
     assert summary.counts["toy_measure"]["failed"] == 1
     assert summary.counts["toy_double"]["done"] == 7
     assert len(setups) <= 2  # one per actor
+    assert sorted(teardowns) == sorted(setups)  # and every actor released what it set up
     assert read_json(work / "videos" / "vid007" / "double.json") == {"value": 12}
     assert no_gpu.counts["toy_double"]["failed"] == 8
     assert no_gpu.failures[0]["error_class"] == "no_resources"
@@ -272,3 +275,149 @@ def test_worker_resources_follow_the_device_and_the_config():
     assert placeable_workers(Resources(cpus=1), 8, cluster) == (8, None)
     workers, why = placeable_workers(Resources(cpus=1, gpus=1), 8, {"CPU": 16.0})
     assert workers == 0 and why.startswith("the Ray cluster has 16 CPU, 0 GPU")
+
+
+# ------------------------------------------------------------------------------------------ plan, dry run, config
+
+
+def test_plan_counts_what_a_run_would_do_and_changes_nothing(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 4)
+    before = (work / "catalog.sqlite").read_bytes()
+    first = pipeline.plan(work, stages=TOY)
+    assert first.todo == {"toy_measure": 4, "toy_double": 4} and not any(first.redo.values())
+    assert (work / "catalog.sqlite").read_bytes() == before and calls(work) == []
+    pipeline.execute(first)
+    assert pipeline.plan(work, stages=TOY).todo == {"toy_measure": 0, "toy_double": 0}
+
+    later = pipeline.plan(work, stages=TOY, config=_config(toy_double={"sleep_s": 0.001}))
+    assert later.todo == {"toy_measure": 0, "toy_double": 4}
+    assert later.changed["toy_double"] == 4 and later.redo == {"toy_measure": 0, "toy_double": 4}
+    assert later.overwrites_llm_output == 0  # toy_double's rows cost no requests
+    earlier = pipeline.plan(work, stages=TOY, config=_config(toy_measure={"factor": 2}), limit=3)
+    assert earlier.todo == {"toy_measure": 3, "toy_double": 3}
+    assert earlier.redo == {"toy_measure": 4, "toy_double": 4}  # every changed row goes pending, --limit or not
+    assert earlier.costly_redo["toy_measure"] == 4 and earlier.overwrites_llm_output == 4  # they made requests
+    lines = "\n".join(earlier.lines())
+    assert "toy_measure      3 to process (4 finished with other settings; 4 done will be redone)" in lines
+    assert (work / "catalog.sqlite").read_bytes() != before  # (the run wrote; the plans did not:)
+    n = len(calls(work))
+    pipeline.plan(work, stages=TOY, config=_config(toy_measure={"factor": 5}), force=True)
+    assert len(calls(work)) == n and pipeline.plan(work, stages=TOY).todo["toy_measure"] == 0
+
+
+def test_a_manifest_and_new_videos_are_counted_before_they_are_added(tmp_path):
+    work = tmp_path / "work"
+    _seed(work, 2)
+    manifest = tmp_path / "videos.jsonl"
+    manifest.write_text("".join(json.dumps({"url": f"http://127.0.0.1/new{i}.mp4", "id": f"new{i}"}) + "\n"
+                                for i in range(3)))
+    the_plan = pipeline.plan(work, stages=[Measure], manifest=manifest)
+    assert (the_plan.videos, the_plan.new_videos, the_plan.todo["toy_measure"]) == (5, 3, 5)
+    with Catalog(work) as catalog:
+        assert catalog.video_count() == 2
+    summary = pipeline.execute(the_plan)
+    assert summary.processed == {"toy_measure": 5}
+
+
+def test_execute_stores_the_config_and_status_sums_per_item_outcomes(tmp_path, monkeypatch):
+    from v60k.cli import cli
+    from v60k.config import load_config
+
+    monkeypatch.setenv("V60K_TEST_FACTOR", "3")
+    path = tmp_path / "p.yaml"
+    path.write_text("toy_measure:\n  factor: ${V60K_TEST_FACTOR}\n")
+    config = load_config(path, known_stages=["toy_measure", "toy_double"])
+    work = tmp_path / "work"
+    _seed(work, 3)
+    pipeline.run(work, stages=TOY, config=config)
+    assert "factor: ${V60K_TEST_FACTOR}" in (work / "config.yaml").read_text()
+
+    measure = pipeline.status(work)["stages"]["toy_measure"]
+    # each of vid000..vid002 measures 6 * 3 = 18 parts, its 3 digits rejected
+    assert measure["items"] == {"done": 3 * 15, "rejected": {"digit": 9}, "failed": {}}
+    assert measure["totals"] == {"measured": 54.0, "half": 27.0}
+    assert pipeline.status(work)["stages"]["toy_double"]["items"] == {"done": 0, "rejected": {}, "failed": {}}
+
+    runner = CliRunner()
+    shown = runner.invoke(cli, ["status", "--workdir", str(work)])
+    assert shown.exit_code == 0, shown.output
+    assert "per-item outcomes" in shown.stdout and "9: digit 9" in shown.stdout and "measured 54" in shown.stdout
+    data = json.loads(runner.invoke(cli, ["status", "--workdir", str(work), "--json"]).stdout)
+    assert data["stages"]["toy_measure"]["items"]["rejected"] == {"digit": 9}
+
+    # a row that is pending again no longer counts (its metrics describe outputs about to be replaced)
+    with Catalog(work) as catalog:
+        catalog.force("toy_measure", ["vid000"])
+    assert pipeline.status(work)["stages"]["toy_measure"]["totals"]["measured"] == 36.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_executors_tear_their_stages_down(tmp_path, workers):
+    work = tmp_path / "work"
+    _seed(work, 6)
+    config = PipelineConfig(resources={"toy_measure": {"workers": workers}})
+    pipeline.run(work, stages=[Measure], config=config)
+    setups = sorted((work / "setups.log").read_text().splitlines())
+    assert setups and sorted((work / "teardowns.log").read_text().splitlines()) == setups
+
+
+def _finished_work_dir(work: Path, config_path: Path, videos: int = 2) -> None:
+    """A work dir as a finished run of ``config_path`` leaves it: every stage done, generate's rows made requests."""
+    from v60k.catalog import ItemOutcome
+    from v60k.config import load_config, store_config
+    from v60k.stages import STAGE_ORDER
+
+    config = load_config(config_path)
+    fingerprints = pipeline.plan(work, config=config).fingerprints
+    with Catalog(work) as catalog:
+        catalog.add_videos(manifest_rows(videos))
+        catalog.ensure_items(list(STAGE_ORDER))
+        for stage in STAGE_ORDER:
+            usage = {"requests": 3, "prompt_tokens": 900} if stage == "generate" else {}
+            for i in range(videos):
+                catalog.record(ItemOutcome(f"vid{i:03d}", stage, "done", 1.0, 2.0, usage=usage),
+                               fingerprints[stage])
+    store_config(work, config)
+
+
+def test_without_config_the_work_dirs_config_is_used_and_llm_output_is_not_redone_unasked(tmp_path):
+    from v60k.cli import cli
+
+    work = tmp_path / "work"
+    _finished_work_dir(work, Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml")
+    before = (work / "catalog.sqlite").read_bytes()
+    runner = CliRunner()
+
+    dry = runner.invoke(cli, ["run", "--workdir", str(work), "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "config.yaml" in dry.stdout and "generate         0 to process" in dry.stdout
+    assert all(line.split()[1] == "0" for line in dry.stdout.splitlines()[1:] if "to process" in line)
+    again = runner.invoke(cli, ["generate", "--workdir", str(work), "--quiet"])
+    assert again.exit_code == 0, again.output
+    with Catalog(work) as catalog:  # nothing re-generated, nothing reset
+        assert catalog.counts()["generate"]["done"] == 2
+
+    changed = ["run", "--workdir", str(work), "--set", "clips.min_s=20"]
+    plan = runner.invoke(cli, [*changed, "--dry-run"])
+    assert plan.exit_code == 0 and "clips            2 to process" in plan.stdout
+    assert "generate         2 to process (2 done will be redone)" in plan.stdout and "needs --yes" in plan.stdout
+    refused = runner.invoke(cli, changed)
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    [line] = refused.stderr.splitlines()
+    assert "clips 2" in line and "generate 2" in line and "--yes" in line
+    with Catalog(work) as catalog:
+        assert all(catalog.counts()[s]["done"] == 2 for s in ("clips", "sample", "generate"))
+    assert "min_s: 30" in (work / "config.yaml").read_text()  # the refused config was not stored
+    assert before != b""  # (the catalog was only read by the dry runs and the refusal)
+
+
+def test_one_failure_has_one_name_in_the_catalog(tmp_path):
+    from toy_stages import Unsourced
+
+    from v60k.errors import MISSING_INPUT
+
+    work = tmp_path / "work"
+    _seed(work, 2)
+    summary = pipeline.run(work, stages=[Unsourced])
+    assert {(f["error_class"], f["count"]) for f in summary.failures} == {(MISSING_INPUT, 2)}

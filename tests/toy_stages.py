@@ -39,6 +39,10 @@ class Measure(Stage):
         with open(self.workdir.root / "setups.log", "a", encoding="utf-8") as log:
             log.write(f"{self.name} {os.getpid()}\n")
 
+    def teardown(self) -> None:
+        with open(self.workdir.root / "teardowns.log", "a", encoding="utf-8") as log:
+            log.write(f"{self.name} {os.getpid()}\n")
+
     def process(self, video: Video) -> StageResult:
         _log_call(self.workdir.root, self.name, video.video_id)
         if video.video_id in self.settings.fail_ids:
@@ -49,8 +53,13 @@ class Measure(Stage):
         if video.video_id in self.settings.skip_ids:
             raise SkipVideo("not applicable on purpose", error_class="not_applicable")
         time.sleep(self.settings.sleep_s)
-        write_json(video.dir / "measure.json", {"value": len(video.video_id) * self.settings.factor})
-        return StageResult(outputs={"measure": "measure.json"}, usage={"requests": 1, "cost_usd": 0.5})
+        value = len(video.video_id) * self.settings.factor
+        write_json(video.dir / "measure.json", {"value": value})
+        # per-item outcomes: each video is measured in `value` parts, of which the id's digits are rejected
+        digits = sum(ch.isdigit() for ch in video.video_id)
+        items = {"done": value - digits, "rejected": {"digit": digits} if digits else {}, "failed": {}}
+        return StageResult(outputs={"measure": "measure.json"}, usage={"requests": 1, "cost_usd": 0.5},
+                           metrics={"items": items, "totals": {"measured": float(value), "half": value / 2}})
 
 
 class Double(Stage):
@@ -104,3 +113,12 @@ class AfterExpand(Stage):
 
 def manifest_rows(n: int, prefix: str = "vid") -> list[dict]:
     return [{"video_id": f"{prefix}{i:03d}", "source_url": f"http://127.0.0.1/{prefix}{i:03d}.mp4"} for i in range(n)]
+
+
+class Unsourced(Stage):
+    """Fails every video under an old name for a missing input ('missing_source')."""
+
+    name = "toy_unsourced"
+
+    def process(self, video: Video) -> StageResult:
+        raise StageError(f"no source for {video.video_id}", error_class="missing_source")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from v60k.errors import WorkDirError
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json, sanitize_id
 
@@ -99,7 +100,7 @@ class ItemOutcome:
     new_videos: list[dict[str, Any]] = field(default_factory=list)
 
 
-class CatalogDamaged(RuntimeError):
+class CatalogDamaged(WorkDirError):
     """The catalog is empty, unreadable or not a catalog (while the work dir may hold outputs): nothing was
     changed; ``v60k doctor --repair`` rebuilds it from the per-video outputs."""
 
@@ -115,18 +116,22 @@ class Catalog:
         self.path = self.workdir.catalog_path
         self.read_only = read_only
         existed = True
-        if read_only:
-            if not self.path.exists():
-                raise FileNotFoundError(f"no catalog in {self.workdir.root} (run the pipeline first)")
-            self.db = _connect_read_only(self.path)
-        else:
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"no catalog in {self.workdir.root} (run the pipeline first)")
+        if not read_only:
             existed = self.path.exists()
             self.workdir.create()
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
+            if read_only:
+                self.db = _connect_read_only(self.path)
+            else:
+                self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as exc:
-            self.db.close()
+            if hasattr(self, "db"):
+                self.db.close()
+            if not _is_damage(exc):  # a full disk, a read-only file: the caller says what it is
+                raise
             raise CatalogDamaged(_damage_message(self.workdir, f"cannot be read ({exc})")) from exc
         if "videos" not in tables and (read_only or (
                 check_damage and existed and _video_dirs_with_outputs(self.workdir, 1))):
@@ -212,8 +217,9 @@ class Catalog:
         ]
 
     def update_video(self, video_id: str, **fields: Any) -> None:
-        """Update title / characters / language / license learnt while processing (e.g. from info.json)."""
-        allowed = {"title", "characters", "language", "license", "series"}
+        """Update title / characters / language / license learnt while processing (e.g. from info.json), or the
+        source URL of a local file that ``chat`` serves on a new port each time."""
+        allowed = {"title", "characters", "language", "license", "series", "source_url"}
         sets, values = [], []
         for key, value in fields.items():
             if key not in allowed:
@@ -458,6 +464,69 @@ class Catalog:
             done.setdefault(video_id, set()).add(stage)
         return done
 
+    # ---- planning and status: the queries pipeline.plan / pipeline.status make ------------------------------
+    def first_video_ids(self, limit: int) -> set[str]:
+        """The first ``limit`` videos in the order they were added (``--limit``)."""
+        rows = self.db.execute("SELECT video_id FROM videos ORDER BY added_at, video_id LIMIT ?", (limit,))
+        return {r[0] for r in rows}
+
+    def video_ids(self) -> list[str]:
+        """Every video id, in the order they were added."""
+        return [r[0] for r in self.db.execute("SELECT video_id FROM videos ORDER BY added_at, video_id")]
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self.db.execute(
+            "SELECT run_id, command, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        return dict(zip(("run_id", "command", "started_at", "finished_at"), row)) if row else None
+
+    def item_states(self, stages: Sequence[str]) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
+        """{stage: {video_id: (state, fingerprint, error_class)}} for these stages."""
+        out: dict[str, dict[str, tuple[str, str | None, str | None]]] = {s: {} for s in stages}
+        for chunk in _chunks(list(stages), 500):
+            marks = ",".join("?" * len(chunk))
+            for vid, stage, state, fp, error_class in self.db.execute(
+                f"SELECT video_id, stage, state, fingerprint, error_class FROM items WHERE stage IN ({marks})", chunk
+            ):
+                out[stage][vid] = (state, fp, error_class)
+        return out
+
+    def costly_ids(self, stages: Sequence[str]) -> dict[str, set[str]]:
+        """Per stage, the done videos whose outputs cost model requests (usage with requests, tokens, cache hits
+        or cost): what a re-run would overwrite and pay for again."""
+        out: dict[str, set[str]] = {s: set() for s in stages}
+        for stage, video_id, usage in self.db.execute(
+            "SELECT stage, video_id, usage FROM items WHERE state='done' AND usage IS NOT NULL"
+        ):
+            if stage in out and any(
+                isinstance(v, (int, float)) and v > 0 for k, v in json.loads(usage).items()
+                if k in ("requests", "prompt_tokens", "completion_tokens", "cached", "cost_usd")
+            ):
+                out[stage].add(video_id)
+        return out
+
+    def outcome_totals(self) -> dict[str, dict[str, Any]]:
+        """Per stage, the per-item outcomes and totals its finished rows reported (``metrics["items"]`` and
+        ``metrics["totals"]``) summed: {stage: {"items": {"done": n, "rejected": {reason: n}, "failed": {reason: n}},
+        "totals": {name: x}}}. Rows that are pending again (their metrics are stale) do not count."""
+        out: dict[str, dict[str, Any]] = {}
+        for stage, items, totals in self.db.execute(
+            "SELECT stage, json_extract(metrics, '$.items'), json_extract(metrics, '$.totals') FROM items"
+            " WHERE state IN ('done','skipped') AND metrics IS NOT NULL AND json_valid(metrics)"
+            " AND (json_type(metrics, '$.items') = 'object' OR json_type(metrics, '$.totals') = 'object')"
+        ):
+            entry = out.setdefault(stage, {"items": {"done": 0, "rejected": {}, "failed": {}}, "totals": {}})
+            for key, value in (json.loads(items) if items else {}).items():
+                if key == "done" and isinstance(value, (int, float)):
+                    entry["items"]["done"] += int(value)
+                elif key in ("rejected", "failed") and isinstance(value, dict):
+                    for reason, n in value.items():
+                        if isinstance(n, (int, float)):
+                            entry["items"][key][reason] = entry["items"][key].get(reason, 0) + int(n)
+            for name, value in (json.loads(totals) if totals else {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    entry["totals"][name] = round(entry["totals"].get(name, 0.0) + float(value), 6)
+        return out
+
     # ---- identity, health and rebuild from the per-video outputs (`v60k doctor`) ---------------
     def _ensure_identity(self) -> None:
         if self.catalog_id is None:
@@ -625,6 +694,12 @@ def _damage_message(workdir: WorkDir, detail: str) -> str:
                 f"{workdir.root} --repair` moves it aside")
     return (f"the catalog {workdir.catalog_path} {detail} while videos/ holds the outputs of {outputs} video(s); "
             f"nothing was changed. Rebuild it from those outputs with `v60k doctor --workdir {workdir.root} --repair`")
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the file itself is bad (rather than the disk or its permissions)."""
+    text = str(exc).lower()
+    return any(word in text for word in ("not a database", "malformed", "corrupt"))
 
 
 def _read_or_none(path: Path) -> Any:

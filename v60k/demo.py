@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     episodes = build_media(media_dir)
     config = load_config(args.config, known_stages=list(STAGE_ORDER))
     corpus_dir = root / "corpus"
-    config = config.model_copy(update={"output": {**config.output, "dir": str(corpus_dir)}})
+    config = config.model_copy(update={"output": config.output.model_copy(update={"dir": corpus_dir})})
     progress = default_progress()
     with MediaServer(media_dir) as server:
         manifest = write_manifest(root / "manifest.csv", server, episodes)

@@ -15,10 +15,12 @@ import os
 import threading
 from pathlib import Path
 
+from v60k.errors import WorkDirError
+
 _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-class Busy(RuntimeError):
+class Busy(WorkDirError):
     """Another process holds the lock."""
 
 

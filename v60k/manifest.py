@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from v60k.errors import UsageError
 from v60k.workdir import sanitize_id
 
 FIELDS = ("url", "id", "series", "characters", "language", "license", "title")
@@ -53,7 +54,7 @@ class Manifest:
     duplicates: list[Rejected] = field(default_factory=list)
 
 
-class ManifestError(ValueError):
+class ManifestError(UsageError, ValueError):
     """The manifest cannot be read at all (missing file, unknown format, not a list of rows, not text)."""
 
 

@@ -1,13 +1,20 @@
-"""The Python API of the pipeline: ``run`` stages over the catalog's pending videos, ``status``, ``retry``.
+"""The Python API of the pipeline: ``plan`` and ``execute`` (``run`` is both) stages over the catalog's pending
+videos, ``status``, ``retry``.
 
-    from v60k.pipeline import run
+    from v60k.pipeline import plan, execute, run
     summary = run("v60k-work", manifest="videos.csv", config="pipelines/demo.yaml")
+    todo = plan("v60k-work", config="pipelines/demo.yaml")   # changes nothing: what a run would do
+    print("\n".join(todo.lines())); summary = execute(todo)
 
 The CLI is a thin layer over these functions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from v60k.catalog import Catalog
-from v60k.config import ConfigError, PipelineConfig, load_config
+from v60k.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
+from v60k.errors import WorkDirError, canonical, redact
 from v60k.executors import Executor, StageSpec, make_executor
 from v60k.locks import RunLock as _RunLock
 from v60k.locks import WorkDirBusy as WorkDirBusy  # re-exported: callers catch v60k.pipeline.WorkDirBusy
@@ -73,7 +81,10 @@ def _with_requirements(classes: list[type[Stage]]) -> list[type[Stage]]:
 
 
 def build_stage(klass: type[Stage], config: PipelineConfig, workdir: WorkDir) -> Stage:
-    return klass(klass.Settings(**config.section(klass.name)), StageContext(workdir, config.shared))
+    """The stage with its config section checked (a ConfigError naming the section and key)."""
+    where = config.source or "config"
+    settings = check_stage_settings(klass.name, config.section(klass.name), lambda *keys: where, klass.Settings)
+    return klass(settings, StageContext(workdir, config.shared))
 
 
 def stage_resources(stage: Stage, config: PipelineConfig) -> Resources:
@@ -100,6 +111,230 @@ def ingest_manifest(catalog: Catalog, manifest: Manifest | str | Path) -> dict[s
     }
 
 
+@dataclass
+class Plan:
+    """What a run will do, worked out without changing anything: the stages built from the config, and per stage
+    the videos it will process and how many finished ones among them it redoes (settings changed, an earlier stage
+    redone, ``force``). ``execute`` carries it out; ``lines()`` says it in words (``v60k run --dry-run``)."""
+
+    workdir: WorkDir
+    config: PipelineConfig
+    selected: list[type[Stage]]
+    involved: list[type[Stage]]
+    built: dict[str, Stage]
+    specs: dict[str, StageSpec]
+    fingerprints: dict[str, str]
+    manifest: Manifest | None = None
+    limit: int | None = None
+    force: bool = False
+    write_output: bool = False
+    videos: int = 0  # in the catalog, with the manifest's new rows
+    new_videos: int = 0  # of them, not in the catalog yet
+    todo: dict[str, int] = field(default_factory=dict)  # selected stage -> videos it will process (at most)
+    redo: dict[str, int] = field(default_factory=dict)  # stage -> done videos it will process again
+    changed: dict[str, int] = field(default_factory=dict)  # stage -> finished rows whose settings changed
+    costly_redo: dict[str, int] = field(default_factory=dict)  # stage -> redone videos whose output cost LLM requests
+
+    @property
+    def stages(self) -> list[str]:
+        return [c.name for c in self.selected]
+
+    @property
+    def overwrites_llm_output(self) -> int:
+        """Done videos whose output came from model requests (the generate stage's LLM summaries and dialogues)
+        that this run would write again."""
+        return sum(self.costly_redo.values())
+
+    def redo_text(self) -> str:
+        """'scenes 3, generate 3' — the stages that redo finished videos."""
+        return ", ".join(f"{stage} {n}" for stage, n in self.redo.items() if n)
+
+    def lines(self) -> list[str]:
+        new = f" ({self.new_videos} new from the manifest)" if self.new_videos else ""
+        scope = f", the first {self.limit}" if self.limit is not None else ""
+        out = [f"plan for {self.workdir.root}: {self.videos} video(s){new}{scope}; config {self.config.source or 'defaults'}"]
+        for name in self.stages:
+            why = []
+            if self.changed.get(name):
+                why.append(f"{self.changed[name]} finished with other settings")
+            if self.redo.get(name):
+                why.append(f"{self.redo[name]} done will be redone")
+            detail = f" ({'; '.join(why)})" if why else ""
+            out.append(f"  {name:<11} {self.todo.get(name, 0):>6} to process{detail}")
+        for name in (c.name for c in self.involved if c not in self.selected):
+            if self.changed.get(name) or self.redo.get(name):
+                out.append(f"  {name:<11} not run now: {self.redo.get(name, 0)} done will be pending again")
+        if self.write_output:
+            out.append(f"  then the shards, to {self.config.output.dir}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"workdir": str(self.workdir.root), "config": self.config.source, "stages": self.stages,
+                "videos": self.videos, "new_videos": self.new_videos, "limit": self.limit, "force": self.force,
+                "todo": dict(self.todo), "redo": {k: v for k, v in self.redo.items() if v},
+                "changed": {k: v for k, v in self.changed.items() if v},
+                "overwrites_llm_output": {k: v for k, v in self.costly_redo.items() if v},
+                "output": str(self.config.output.dir) if self.write_output else None}
+
+
+def plan(
+    workdir: str | Path | WorkDir,
+    *,
+    manifest: Manifest | str | Path | None = None,
+    config: PipelineConfig | str | Path | None = None,
+    stages: Sequence[StageRef] | None = None,
+    limit: int | None = None,
+    force: bool = False,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    write_output: bool | None = None,
+) -> Plan:
+    """What ``execute`` would do: build and check the stages, and count per stage the videos to process. Reads the
+    catalog (when there is one) and the manifest; writes nothing.
+
+    ``overrides`` ({stage: {setting: value}}) take precedence over the config file's sections.
+    ``write_output`` (default: when the whole pipeline runs and the config sets ``output.dir``) ends the run
+    by writing the Parquet shards, the card and their validation report (``v60k.dataset.write_shards``).
+    """
+    workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
+    if not isinstance(config, PipelineConfig):
+        config = load_config(config)
+    if overrides:
+        config = config.with_sections(overrides)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 (got {limit})")
+    selected = resolve_stages(stages if stages is not None else config.stages)
+    involved = _with_requirements(selected)
+    built = {c.name: build_stage(c, config, workdir) for c in involved}
+    specs = {name: StageSpec.of(stage, stage_resources(stage, config)) for name, stage in built.items()}
+    fingerprints = {name: stage.fingerprint() for name, stage in built.items()}
+    if manifest is not None and not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest)
+    if write_output is None:
+        write_output = stages is None and config.output.dir is not None
+    if write_output and config.output.dir is None:
+        raise ConfigError(f"{config.source or 'config'}: output.dir: not set, so there is nowhere to write the shards")
+    result = Plan(workdir, config, selected, involved, built, specs, fingerprints, manifest, limit, force,
+                  bool(write_output))
+    _count(result)
+    return result
+
+
+def _count(the_plan: Plan) -> None:
+    """Fill ``videos``, ``todo``, ``redo`` and ``changed`` the way ``execute`` will change the catalog's rows."""
+    names = [c.name for c in the_plan.involved]
+    states: dict[str, dict[str, tuple[str, str | None, str | None]]] = {n: {} for n in names}
+    known: list[str] = []
+    costly: dict[str, set[str]] = {n: set() for n in names}
+    if the_plan.workdir.catalog_path.exists():
+        with open_catalog(the_plan.workdir, readonly=True) as catalog:
+            known = catalog.video_ids()
+            states = catalog.item_states(names)
+            costly = catalog.costly_ids(names)
+    known_set = set(known)
+    new = [row["video_id"] for row in (the_plan.manifest.rows if the_plan.manifest else ())
+           if row["video_id"] not in known_set]
+    ordered = known + sorted(set(new))
+    the_plan.videos, the_plan.new_videos = len(ordered), len(set(new))
+    subset = set(ordered[: the_plan.limit]) if the_plan.limit is not None else None
+    selected = {c.name for c in the_plan.selected}
+    the_plan.todo = dict.fromkeys(the_plan.stages, 0)
+    the_plan.redo = dict.fromkeys(names, 0)
+    the_plan.changed = dict.fromkeys(names, 0)
+    the_plan.costly_redo = dict.fromkeys(names, 0)
+    for video_id in ordered:
+        pending: dict[str, bool] = {}
+        for klass in the_plan.involved:
+            state, fingerprint, error_class = states[klass.name].get(video_id, ("pending", None, None))
+            again = state in ("pending", "running")
+            if not again and fingerprint is not None and fingerprint != the_plan.fingerprints[klass.name]:
+                again = True
+                the_plan.changed[klass.name] += 1
+            if klass.name in selected and state == "failed" and error_class in klass.retry_on_run:
+                again = True
+            if the_plan.force and klass.name in selected and (subset is None or video_id in subset):
+                again = True
+            if any(pending.get(req) for req in klass.requires):
+                again = True
+            pending[klass.name] = again
+            if again and state == "done":
+                the_plan.redo[klass.name] += 1
+                the_plan.costly_redo[klass.name] += video_id in costly[klass.name]
+            if again and klass.name in selected and (subset is None or video_id in subset):
+                the_plan.todo[klass.name] += 1
+
+
+def execute(
+    the_plan: Plan,
+    *,
+    executor: str | Executor | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: Progress | None = None,
+    command: str = "run",
+) -> RunSummary:
+    """Carry out a plan: ingest the manifest, re-queue what changed, run each selected stage over its ready videos
+    (resumably), and write the shards when the plan says so. The config is stored in the work dir."""
+    started = time.time()
+    workdir, config, built = the_plan.workdir, the_plan.config, the_plan.built
+    _ensure_writable(workdir)
+    progress = progress or Progress()
+    selected, involved = the_plan.selected, the_plan.involved
+    requires = {c.name: c.requires for c in involved}
+    with _RunLock(workdir.lock_path), open_catalog(workdir) as catalog:
+        manifest_info = ingest_manifest(catalog, the_plan.manifest) if the_plan.manifest is not None else {}
+        for rejected in manifest_info.get("rejected", []):
+            progress.message(f"manifest row {rejected['row']}: rejected: {rejected['reason']}")
+        for dup in manifest_info.get("duplicates", []):
+            progress.message(f"manifest row {dup['row']}: {dup['reason']}")
+        public = conceal_settings(config, built)
+        run_id = catalog.start_run(command, public)
+        try:
+            store_config(workdir.root, config)
+        except OSError as exc:
+            raise WorkDirError(f"cannot write the config to {workdir.root}: {exc.strerror}") from None
+        catalog.reset_interrupted()
+        catalog.ensure_items([c.name for c in involved])
+        catalog.apply_fingerprints(the_plan.fingerprints, public["stages"])
+        for klass in selected:
+            if klass.retry_on_run:
+                catalog.retry(klass.name, klass.retry_on_run)
+        subset = catalog.first_video_ids(the_plan.limit) if the_plan.limit is not None else None
+        if the_plan.force:
+            for klass in selected:
+                catalog.force(klass.name, sorted(subset) if subset is not None else None)
+        catalog.propagate_pending(requires, [c.name for c in involved])
+
+        if executor is None or isinstance(executor, str):
+            runner = make_executor(executor or config.executor, workers or config.workers,
+                                   ray_address or config.ray_address)
+        else:
+            runner = executor
+        processed: dict[str, int] = {}
+        try:
+            for klass in selected:
+                name = klass.name
+                processed[name] = _run_stage(catalog, built[name], the_plan.specs[name],
+                                             the_plan.fingerprints[name], runner, run_id, subset, progress)
+        finally:
+            if executor is None or isinstance(executor, str):  # we made it, we close it
+                runner.close()
+            catalog.finish_run(run_id)
+        names = [c.name for c in selected]
+        counts = catalog.counts()
+        summary = RunSummary(
+            workdir=str(workdir.root),
+            stages=names,
+            counts={n: counts.get(n, {}) for n in names},
+            processed=processed,
+            failures=[f for f in catalog.failures() if f["stage"] in names],
+            manifest=manifest_info,
+        )
+        if the_plan.write_output:
+            summary.shards = _write_output(workdir, config, progress)
+    summary.elapsed_s = round(time.time() - started, 3)
+    return summary
+
+
 def run(
     workdir: str | Path | WorkDir,
     *,
@@ -116,100 +351,64 @@ def run(
     overrides: dict[str, dict[str, Any]] | None = None,
     write_output: bool | None = None,
 ) -> RunSummary:
-    """Run ``stages`` (default: the config's, else all) over every pending video, resumably.
+    """``execute(plan(...))``: run ``stages`` (default: the config's, else all) over every pending video,
+    resumably. See ``plan`` for ``overrides`` and ``write_output``."""
+    the_plan = plan(workdir, manifest=manifest, config=config, stages=stages, limit=limit, force=force,
+                    overrides=overrides, write_output=write_output)
+    return execute(the_plan, executor=executor, workers=workers, ray_address=ray_address, progress=progress,
+                   command=command)
 
-    ``overrides`` ({stage: {setting: value}}) take precedence over the config file's sections.
-    ``write_output`` (default: when the whole pipeline runs and the config sets ``output.dir``) ends the run
-    by writing the Parquet shards, the card and their validation report (``v60k.dataset.write_shards``).
-    """
-    started = time.time()
-    workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
-    workdir.create()
-    if not isinstance(config, PipelineConfig):
-        config = load_config(config, known_stages=list(STAGE_ORDER))
-    if overrides:
-        merged = {name: dict(section) for name, section in config.stage_settings.items()}
-        for name, values in overrides.items():
-            merged.setdefault(name, {}).update(values)
-        config = config.model_copy(update={"stage_settings": merged})
-    progress = progress or Progress()
-    selected = resolve_stages(stages if stages is not None else config.stages)
-    involved = _with_requirements(selected)
-    requires = {c.name: c.requires for c in involved}
-    built = {c.name: build_stage(c, config, workdir) for c in involved}
-    specs = {name: StageSpec.of(stage, stage_resources(stage, config)) for name, stage in built.items()}
-    fingerprints = {name: stage.fingerprint() for name, stage in built.items()}
 
-    with _RunLock(workdir.lock_path), Catalog(workdir) as catalog:
-        manifest_info = ingest_manifest(catalog, manifest) if manifest is not None else {}
-        for rejected in manifest_info.get("rejected", []):
-            progress.message(f"manifest row {rejected['row']}: rejected: {rejected['reason']}")
-        for dup in manifest_info.get("duplicates", []):
-            progress.message(f"manifest row {dup['row']}: {dup['reason']}")
-        public = {"config": config.model_dump(exclude={"stage_settings", "llm"}),
-                  "stages": {n: s.settings.public_dict() for n, s in built.items()}}
-        run_id = catalog.start_run(command, public)
-        catalog.reset_interrupted()
-        catalog.ensure_items([c.name for c in involved])
-        catalog.apply_fingerprints(fingerprints, public["stages"])
-        for klass in selected:
-            if klass.retry_on_run:
-                catalog.retry(klass.name, klass.retry_on_run)
-        subset = _limited_ids(catalog, limit)
-        if force:
-            for klass in selected:
-                catalog.force(klass.name, sorted(subset) if subset is not None else None)
-        catalog.propagate_pending(requires, [c.name for c in involved])
+def conceal_settings(config: PipelineConfig, built: dict[str, Stage]) -> dict[str, Any]:
+    """What the catalog stores about a run's config: public settings, values from ``${VAR}`` as references."""
+    from v60k.config import conceal
 
-        if executor is None or isinstance(executor, str):
-            runner = make_executor(executor or config.executor, workers or config.workers, ray_address or config.ray_address)
+    return conceal({"config": config.model_dump(mode="json", exclude={"stage_settings", "llm"}),
+                    "stages": {n: s.settings.public_dict() for n, s in built.items()}})
+
+
+def _ensure_writable(workdir: WorkDir) -> None:
+    """A work dir the run can write to, or a WorkDirError saying why not."""
+    try:
+        workdir.create()
+        with open(workdir.root / f".write-test-{os.getpid()}", "wb") as handle:
+            handle.write(b"ok")
+        os.unlink(handle.name)
+    except OSError as exc:
+        why = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc)).lower()
+        raise WorkDirError(f"work dir {workdir.root} cannot be written: {why}") from None
+
+
+@contextlib.contextmanager
+def open_catalog(workdir: WorkDir, readonly: bool = False) -> Iterator[Catalog]:
+    """The work dir's catalog; SQLite errors (read-only, disk full, a damaged file) become one WorkDirError."""
+    path = workdir.catalog_path
+    try:
+        catalog = Catalog(workdir, read_only=readonly)
+        with catalog:
+            yield catalog
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "not a database" in text or "malformed" in text or "no such table" in text:
+            why = (f"{path} is damaged or incomplete ({text}); `v60k doctor --workdir {workdir.root} --repair` "
+                   "rebuilds it from the per-video outputs")
+        elif "readonly" in text or "unable to open" in text:
+            why = f"{path} cannot be written ({text}): is the work dir writable?"
+        elif "full" in text or "I/O error" in text:
+            why = f"{path} could not be written ({text}): is the disk full?"
         else:
-            runner = executor
-        processed: dict[str, int] = {}
-        try:
-            for klass in selected:
-                processed[klass.name] = _run_stage(
-                    catalog, built[klass.name], specs[klass.name], fingerprints[klass.name], runner, run_id, subset,
-                    progress,
-                )
-        finally:
-            if executor is None or isinstance(executor, str):  # we made it, we close it
-                runner.close()
-            catalog.finish_run(run_id)
-        names = [c.name for c in selected]
-        counts = catalog.counts()
-        summary = RunSummary(
-            workdir=str(workdir.root),
-            stages=names,
-            counts={n: counts.get(n, {}) for n in names},
-            processed=processed,
-            failures=[f for f in catalog.failures() if f["stage"] in names],
-            manifest=manifest_info,
-        )
-        if write_output is None:
-            write_output = stages is None and bool(config.output.get("dir"))
-        if write_output:
-            summary.shards = _write_output(workdir, config, progress)
-    summary.elapsed_s = round(time.time() - started, 3)
-    return summary
+            why = f"{path}: {text}"
+        raise WorkDirError(f"catalog {why}") from None
+    except PermissionError as exc:
+        raise WorkDirError(f"work dir {workdir.root} cannot be written: {exc.strerror}") from None
 
 
 def _write_output(workdir: WorkDir, config: PipelineConfig, progress: Progress) -> Any:
     """The run's last step: the corpus as Parquet shards in ``output.dir``, with card and validation."""
-    from v60k.dataset import OutputSettings, write_shards
+    from v60k.dataset import write_shards
 
-    settings = OutputSettings.from_config(config.output)
-    if settings.dir is None:
-        raise ValueError("the config's output section has no dir: nowhere to write the shards")
-    progress.message(f"writing shards to {settings.dir}")
-    return write_shards(workdir, settings.dir, settings)
-
-
-def _limited_ids(catalog: Catalog, limit: int | None) -> set[str] | None:
-    if limit is None:
-        return None
-    rows = catalog.db.execute("SELECT video_id FROM videos ORDER BY added_at, video_id LIMIT ?", (limit,))
-    return {r[0] for r in rows}
+    progress.message(f"writing shards to {config.output.dir}")
+    return write_shards(workdir, config.output.dir, config.output)
 
 
 def _run_stage(
@@ -234,6 +433,9 @@ def _run_stage(
         progress.stage_started(stage.name, len(ready))
         discovered = False
         for outcome in runner.run(spec, _feed(catalog, stage.name, ready, run_id)):
+            if outcome.error_message:  # no secret or ${VAR} value in the catalog or on screen
+                outcome.error_message = redact(outcome.error_message)
+            outcome.error_class = canonical(outcome.error_class)  # one failure, one name (v60k.errors)
             catalog.record(outcome, fingerprint)
             if outcome.new_videos:
                 added, _ = catalog.add_videos(outcome.new_videos, parent_id=outcome.video_id)
@@ -256,27 +458,34 @@ def _feed(catalog: Catalog, stage: str, video_ids: list[str], run_id: str) -> It
 
 
 def status(workdir: str | Path | WorkDir) -> dict[str, Any]:
-    """Counts by state per stage, failures grouped by reason, throughput and usage — as plain data."""
+    """Counts by state per stage with the per-item outcomes and totals its rows reported (``items``,
+    ``totals``), failures grouped by reason, throughput and usage — as plain data. Reads only."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     if not workdir.catalog_path.exists():
-        raise FileNotFoundError(f"no catalog in {workdir.root} (run `v60k download` or `v60k run` first)")
-    with Catalog(workdir) as catalog:
+        raise WorkDirError(f"no catalog in {workdir.root} (run `v60k download` or `v60k run` first)")
+    with open_catalog(workdir, readonly=True) as catalog:
         counts = catalog.counts()
+        outcomes = catalog.outcome_totals()
         order = [s for s in STAGE_ORDER if s in counts] + sorted(s for s in counts if s not in STAGE_ORDER)
-        last = catalog.db.execute("SELECT run_id, command, started_at, finished_at FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        stages: dict[str, dict[str, Any]] = {}
+        for name in order:
+            reported = outcomes.get(name, {})
+            stages[name] = {**counts[name], "items": reported.get("items", {"done": 0, "rejected": {}, "failed": {}}),
+                            "totals": reported.get("totals", {})}
         return {
             "workdir": str(workdir.root),
             "videos": catalog.video_count(),
-            "stages": {s: counts[s] for s in order},
+            "stages": stages,
             "failures": catalog.failures(),
             "throughput": catalog.throughput(),
             "usage": catalog.usage_totals(),
-            "last_run": dict(zip(("run_id", "command", "started_at", "finished_at"), last)) if last else None,
+            "last_run": catalog.last_run(),
         }
 
 
 def retry(workdir: str | Path | WorkDir, stage: str | None = None) -> int:
     """Re-queue failed items (of one stage, or all); the next run processes them."""
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
-    with _RunLock(workdir.lock_path), Catalog(workdir) as catalog:
+    _ensure_writable(workdir)
+    with _RunLock(workdir.lock_path), open_catalog(workdir) as catalog:
         return catalog.retry(stage)

@@ -9,9 +9,24 @@ import click
 
 from v60k import __version__
 from v60k.cli import chat_cmds, dataset_cmds, doctor_cmds, eval_cmds, pipeline_cmds, sft_cmds
+from v60k.cli.common import report_error
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class V60kGroup(click.Group):
+    """The command group; the one place where errors reach the user: an expected one (``V60kError``, a file that
+    cannot be written) as one line and its exit code (2: usage or config, 1: the run could not go on)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            code = report_error(exc)
+            if code is None:
+                raise
+            ctx.exit(code)
+
+
+@click.group(cls=V60kGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(__version__, prog_name="v60k")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def cli(verbose: int) -> None:

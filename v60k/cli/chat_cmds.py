@@ -11,16 +11,10 @@ from typing import Any
 
 import click
 
-from v60k.cli.common import friendly_errors
-from v60k.config import PipelineConfig, load_config
+from v60k.cli.common import command_config, friendly_errors, set_option
 from v60k.workdir import WorkDir
 
 NO_ENDPOINT_EXIT = 2
-
-
-def framework_config(path: str | None) -> PipelineConfig:
-    """The config of ``chat`` / ``eval``: they read only the llm section and the stages' sections."""
-    return load_config(path) if path else PipelineConfig()
 
 
 def no_endpoint(what: str) -> None:
@@ -48,8 +42,10 @@ def no_endpoint(what: str) -> None:
 @click.option("--max-frames", type=int, default=8, show_default=True, help="Frames sent with the conversation.")
 @click.option("--text-only", is_flag=True, help="The model takes no images: send the summary and frame times only.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@set_option()
 @friendly_errors
-def chat_command(video, character, persona, cast, question, config_path, model, workdir, max_frames, text_only, quiet):
+def chat_command(video, character, persona, cast, question, config_path, model, workdir, max_frames, text_only, quiet,
+                 sets):
     """Talk to a character of a video: frames in temporal order + a summary context of the video's transcript
     + the character's persona, sent to any OpenAI-compatible vision model.
 
@@ -61,7 +57,7 @@ def chat_command(video, character, persona, cast, question, config_path, model, 
     from v60k.framework import chat
     from v60k.progress import default_progress
 
-    config = framework_config(config_path)
+    config = command_config(workdir, config_path, sets)
     cast_list = [c.strip() for c in (cast or "").split(";") if c.strip()] or [character]
     if character not in cast_list:
         cast_list.append(character)

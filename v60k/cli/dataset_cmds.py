@@ -8,16 +8,14 @@ from pathlib import Path
 
 import click
 
-from v60k.cli.common import echo_json, friendly_errors
+from v60k.cli.common import command_config, echo_json, friendly_errors, set_option
 
 
-def _output_settings(config_path: str | None, overrides: dict[str, object]):
-    from v60k.config import load_config
-    from v60k.dataset.writer import OutputSettings
+def _output_settings(workdir: str, config_path: str | None, sets: tuple[str, ...], overrides: dict[str, object]):
+    from v60k.config import Override
 
-    section = dict(load_config(config_path).output) if config_path else {}
-    section.update({k: v for k, v in overrides.items() if v is not None})
-    return OutputSettings.from_config(section)
+    extra = [Override(path=("output", k), value=v) for k, v in overrides.items() if v is not None]
+    return command_config(workdir, config_path, sets, extra=extra).output
 
 
 @click.command("shard")
@@ -26,20 +24,21 @@ def _output_settings(config_path: str | None, overrides: dict[str, object]):
 @click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Shard folder (default: the config's output.dir).")
 @click.option("--config", "-c", "config_path", type=click.Path(dir_okay=False, exists=True),
-              help="Pipeline YAML; its `output:` section sets the defaults.")
+              help="Pipeline YAML; its `output:` section sets the defaults (default: the work dir's config).")
 @click.option("--shard-size-mb", type=float, default=None, help="Target shard size (default 500).")
 @click.option("--row-group-rows", type=int, default=None, help="Rows per row group (default 1000).")
-@click.option("--split-method", type=click.Choice(["hash", "rank"]), default=None,
-              help="hash: stable per series; rank: fills every split even for a few series.")
+@click.option("--split-method", type=click.Choice(["series", "hash", "rank"]), default=None,
+              help="Whole series per split (hash and rank are earlier names of the same method).")
 @click.option("--no-card", is_flag=True, help="Do not write README.md.")
 @click.option("--no-validate", is_flag=True, help="Do not validate what was written.")
 @click.option("--force", is_flag=True,
               help="Replace a corpus built from another work dir, files v60k wrote that were changed since, or a "
                    "corpus with rows by an empty one. Files v60k did not write are never replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@set_option()
 @friendly_errors
 def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, split_method, no_card, no_validate,
-              force, as_json):
+              force, as_json, sets):
     """Write the work dir's corpus as Parquet shards (data/<table>/<split>-NNNNN-of-NNNNN.parquet), the
     dataset card, and validate them. The work dir is only read (a read-only mount works). The folder's
     .v60k-corpus.json records what v60k wrote there: only those files are ever replaced.
@@ -50,7 +49,7 @@ def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, spli
     """
     from v60k.dataset.writer import write_shards
 
-    settings = _output_settings(config_path, {"shard_size_mb": shard_size_mb, "row_group_rows": row_group_rows,
+    settings = _output_settings(workdir, config_path, sets, {"shard_size_mb": shard_size_mb, "row_group_rows": row_group_rows,
                                               "split_method": split_method})
     settings = settings.model_copy(update={"card": not no_card and settings.card,
                                            "check": not no_validate and settings.check})

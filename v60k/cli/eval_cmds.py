@@ -10,8 +10,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from v60k.cli.chat_cmds import framework_config, no_endpoint
-from v60k.cli.common import echo_json, friendly_errors
+from v60k.cli.chat_cmds import no_endpoint
+from v60k.cli.common import command_config, echo_json, friendly_errors, set_option
 from v60k.workdir import WorkDir, write_json
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -34,9 +34,10 @@ from v60k.workdir import WorkDir, write_json
 @click.option("--text-only", is_flag=True, help="The model under test takes no images.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Turns evaluated at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
+@set_option()
 @friendly_errors
 def eval_command(shards, model, judge, limit, out, config_path, workdir, split, rubric, max_frames, text_only,
-                 concurrency, as_json):
+                 concurrency, as_json, sets):
     """Evaluate a role-play model on the test split: it answers every user turn (frames + summary + persona,
     as in chat), and an LLM judge scores its answer and the reference answer on the eight metrics of the
     rubric. A metric's score is the mean model/reference ratio over valid judgements.
@@ -47,7 +48,7 @@ def eval_command(shards, model, judge, limit, out, config_path, workdir, split, 
     """
     from v60k.framework import chat, evaluate
 
-    config = framework_config(config_path)
+    config = command_config(workdir, config_path, sets)
     rubric_obj = evaluate.Rubric.load(rubric)
     try:
         items = evaluate.load_test_items(shards, split=split, limit=limit, max_frames=max_frames)

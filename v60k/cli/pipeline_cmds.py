@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import click
 
 from v60k import pipeline
-from v60k.cli.common import echo_json, friendly_errors, pipeline_options
-from v60k.cli.render import print_status, print_summary
+from v60k.cli.common import command_config, echo_json, pipeline_options, set_option
+from v60k.cli.render import print_plan, print_status, print_summary
+from v60k.config import Override
+from v60k.errors import ConfirmationNeeded
 from v60k.progress import default_progress
 from v60k.stages import STAGE_ORDER, STAGE_SUMMARIES
 
@@ -16,37 +19,28 @@ from v60k.stages import STAGE_ORDER, STAGE_SUMMARIES
 STAGE_FLAGS = {"generate": {"batch": "Send requests through the OpenAI Batch API; a later run collects results."}}
 
 
-def _parse_sets(values: tuple[str, ...]) -> dict[str, object]:
-    """--set key=value pairs; values parsed as YAML scalars (true, 3, 0.5, text)."""
-    import yaml
-
-    parsed: dict[str, object] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        parsed[key.strip()] = yaml.safe_load(raw)
-    return parsed
-
-
-def _execute(stages, manifest, workdir, config_path, workers, executor, ray_address, limit, force, strict, quiet,
-             command, overrides=None):
+def _execute(stages: list[str] | None, manifest: str | None, *, workdir: str, config_path: str | None,
+             sets: Sequence[str], workers: int | None, executor: str | None, ray_address: str | None,
+             limit: int | None, force: bool, yes: bool, dry_run: bool, strict: bool, quiet: bool, command: str,
+             default_section: str | None = None, extra: Sequence[Override] = ()) -> None:
+    """Plan the run, print it (``--dry-run``) or check it may go ahead, then execute it."""
+    config = command_config(workdir, config_path, sets, default_section, extra)
+    the_plan = pipeline.plan(workdir, manifest=manifest, config=config, stages=stages, limit=limit, force=force)
+    if dry_run:
+        print_plan(the_plan)
+        return
+    if the_plan.overwrites_llm_output and not (force or yes):
+        costly = ", ".join(f"{stage} {n}" for stage, n in the_plan.costly_redo.items() if n)
+        raise ConfirmationNeeded(
+            f"this config redoes finished work ({the_plan.redo_text()} video(s)) and would overwrite output that "
+            f"took LLM requests ({costly} video(s): summaries, dialogues); see `v60k {command} --dry-run`, "
+            "and pass --yes (or --force) to go ahead")
     progress = default_progress(quiet)
     try:
-        summary = pipeline.run(
-            workdir,
-            manifest=manifest,
-            config=config_path,
-            stages=stages,
-            executor=executor,
-            workers=workers,
-            ray_address=ray_address,
-            limit=limit,
-            force=force,
-            progress=progress,
-            command=command,
-            overrides=overrides,
-        )
+        if the_plan.redo_text():
+            progress.message(f"settings changed since the last run: redoing {the_plan.redo_text()} video(s)")
+        summary = pipeline.execute(the_plan, executor=executor, workers=workers, ray_address=ray_address,
+                                   progress=progress, command=command)
     finally:
         progress.close()
     if not quiet:
@@ -70,18 +64,14 @@ def _stage_command(name: str) -> click.Command:
 
     flags = STAGE_FLAGS.get(name, {})
 
-    @friendly_errors
-    def command(manifest=None, settings=(), **options):
-        overrides = _parse_sets(settings)
-        for flag in flags:
-            if options.pop(flag, False):
-                overrides[flag] = True
-        _execute([name], manifest, command=name, overrides={name: overrides} if overrides else None, **options)
+    def command(manifest=None, **options):
+        extra = [Override(path=(name, flag), value=True) for flag in flags if options.pop(flag, False)]
+        _execute([name], manifest, command=name, default_section=name, extra=extra, **options)
 
     command.__name__ = name
     command = pipeline_options(command)
-    command = click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-                           help=f"Override a setting of the {name} section (repeatable).")(command)
+    command = set_option(f"Override a setting: KEY=VALUE for the {name} section, SECTION.KEY=VALUE for another "
+                         "(repeatable).")(command)
     for flag, flag_help in flags.items():
         command = click.option(f"--{flag}", flag, is_flag=True, help=flag_help)(command)
     if takes_manifest:
@@ -92,29 +82,43 @@ def _stage_command(name: str) -> click.Command:
     return click.command(name=name, help=help_text)(command)
 
 
+def _stage_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    names = [s.strip() for s in value.split(",") if s.strip()]
+    unknown = [s for s in names if s not in STAGE_ORDER]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown stage(s) {', '.join(map(repr, unknown))}; stages are "
+                                 f"{', '.join(STAGE_ORDER)}")
+    return names
+
+
 @click.command(name="run")
 @click.argument("manifest", type=click.Path(dir_okay=False, exists=True), required=False)
 @pipeline_options
-@click.option("--stages", "stage_list", default=None, help="Comma-separated subset, e.g. download,scenes.")
-@friendly_errors
-def run_command(manifest, stage_list, **options):
+@set_option()
+@click.option("--out", "-o", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the shards here at the end (the config's output.dir).")
+@click.option("--stages", "stage_list", default=None, callback=_stage_list,
+              help="Comma-separated subset, e.g. download,scenes.")
+def run_command(manifest, stage_list, out_dir, **options):
     """Run every stage of the config, in order, over the manifest's videos (resumable).
 
     \b
     Example:
       v60k run videos.csv --config pipelines/demo.yaml --workdir ./v60k-work
+      v60k run --dry-run --workdir ./v60k-work --set scenes.detector=content
       v60k run --config pipelines/video60k.yaml --executor ray --ray-address auto
     """
-    stages = [s.strip() for s in stage_list.split(",") if s.strip()] if stage_list else None
-    _execute(stages, manifest, command="run", **options)
+    extra = [Override(path=("output", "dir"), value=out_dir)] if out_dir else []
+    _execute(stage_list, manifest, command="run", extra=extra, **options)
 
 
 @click.command(name="status")
 @click.option("--workdir", "-w", default="./v60k-work", show_default=True, type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@friendly_errors
 def status_command(workdir, as_json):
-    """Per stage: counts by state, failures grouped by reason, throughput, token usage.
+    """Per stage: counts by state, per-item outcomes and totals, failures grouped by reason, throughput, usage.
 
     \b
     Example:
@@ -127,7 +131,6 @@ def status_command(workdir, as_json):
 @click.command(name="retry")
 @click.option("--workdir", "-w", default="./v60k-work", show_default=True, type=click.Path(file_okay=False))
 @click.option("--stage", type=click.Choice(list(STAGE_ORDER)), default=None, help="Only this stage's failures.")
-@friendly_errors
 def retry_command(workdir, stage):
     """Re-queue failed items; the next `v60k run` (or stage command) processes them again.
 

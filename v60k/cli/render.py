@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -52,14 +53,55 @@ def usage_table(usage: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _reasons(counts: dict[str, int], shown: int = 3) -> str:
+    """'12: no_speech 9, too_short 3' — the total and the commonest reasons."""
+    if not counts:
+        return "0"
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    more = ", …" if len(top) > shown else ""
+    return f"{sum(counts.values())}: " + ", ".join(f"{reason} {n}" for reason, n in top[:shown]) + more
+
+
+def outcomes_table(stages: dict[str, dict[str, Any]]) -> Table | None:
+    """Per stage, what its finished videos reported item by item (segments, lines, clips...) and its totals;
+    None when no stage reported any."""
+    rows = []
+    for stage, data in stages.items():
+        items, totals = data.get("items") or {}, data.get("totals") or {}
+        if not (items.get("done") or items.get("rejected") or items.get("failed") or totals):
+            continue
+        rows.append([stage, str(items.get("done", 0)), _reasons(items.get("rejected") or {}),
+                     _reasons(items.get("failed") or {}),
+                     ", ".join(f"{name} {value:g}" for name, value in sorted(totals.items()))])
+    if not rows:
+        return None
+    table = Table(title="per-item outcomes", title_justify="left")
+    for col in ("stage", "done", "rejected", "failed", "totals"):
+        table.add_column(col, justify="right" if col == "done" else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def print_status(data: dict[str, Any]) -> None:
     console = _console()
     console.print(f"work dir {data['workdir']}: {data['videos']} videos")
     console.print(counts_table(data["stages"], data.get("throughput")))
+    outcomes = outcomes_table(data["stages"])
+    if outcomes is not None:
+        console.print(outcomes)
     if data.get("failures"):
         console.print(failures_table(data["failures"]))
     if data.get("usage"):
         console.print(usage_table(data["usage"]))
+
+
+def print_plan(plan: Any) -> None:
+    """``--dry-run``: what the run would do, one line per stage."""
+    for line in plan.lines():
+        click.echo(line)
+    if plan.overwrites_llm_output:
+        click.echo(f"{plan.overwrites_llm_output} video(s)' LLM output would be overwritten: the run needs --yes")
 
 
 def print_summary(summary: Any) -> None:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from v60k import __version__
 from v60k.dataset.schema import META_TABLE, TABLES
 from v60k.dataset.validate import SHARD_NAME
+from v60k.errors import V60kError
 from v60k.workdir import read_json, write_json
 
 RECORD_NAME = ".v60k-corpus.json"
@@ -35,7 +36,7 @@ _OURS_TRANSIENT = re.compile(r"^\.(staging|data-old)-\d+$|^\.README\.md\.tmp$")
 _LISTED = 5  # foreign or changed files named in a message
 
 
-class CorpusError(RuntimeError):
+class CorpusError(V60kError):
     """The corpus was not written (a folder v60k may not replace, or one it cannot write to); the folder is as
     it was."""
 

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from v60k.dataset.card import normalize_license
 from v60k.dataset.validate import validate
+from v60k.errors import V60kError
 
 MB = 1024 * 1024
 
 
-class PublishError(RuntimeError):
+class PublishError(V60kError, RuntimeError):
     """Nothing (more) was uploaded: the corpus does not validate, no token, or the Hub kept failing."""
 
 

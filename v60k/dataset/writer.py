@@ -21,13 +21,13 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field
 
 from v60k.catalog import STAGE_OUTPUTS, Catalog
+from v60k.config import OutputSettings  # the config's output section, checked when the config is loaded
 from v60k.dataset.ownership import (
     CorpusError,
     CorpusRecord,
@@ -40,6 +40,7 @@ from v60k.dataset.ownership import (
 )
 from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
 from v60k.dataset.splits import plan_splits
+from v60k.errors import V60kError
 from v60k.locks import FileLock, FolderBusy, RunLock
 from v60k.stage import Video
 from v60k.workdir import VideoPaths, WorkDir, read_json
@@ -49,32 +50,7 @@ MB = 1024 * 1024
 CONVERT_EVERY = 256  # rows buffered as Python objects before they become an Arrow batch
 
 
-class OutputSettings(BaseModel):
-    """The pipeline config's ``output:`` section: where and how the shards are written."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dir: Path | None = None
-    shard_size_mb: float = Field(default=500, gt=0)
-    row_group_rows: int = Field(default=1000, ge=1)
-    row_group_mb: float = Field(default=32, gt=0)
-    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
-    compression_level: int | None = None
-    splits: dict[str, float] = Field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
-    split_method: Literal["hash", "rank"] = "hash"
-    seed: int = 0
-    card: bool = True
-    check: bool = True  # validate what was written
-    license: str | None = None  # Hub license id for the card (default: from the videos' licenses)
-    pretty_name: str | None = None
-    overwrite: bool = False  # replace a corpus of another work dir, or with an empty one (never foreign files)
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any] | None) -> OutputSettings:
-        return cls(**(section or {}))
-
-
-class ShardError(RuntimeError):
+class ShardError(V60kError, RuntimeError):
     """Rows that cannot be written (a required value missing), naming the table and the row."""
 
 

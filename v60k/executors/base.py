@@ -10,7 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from v60k.catalog import EXPANDED, ItemOutcome
+from v60k.catalog import ItemOutcome
+from v60k.errors import EXPANDED, WORKER_CRASHED
 from v60k.stage import Resources, SkipVideo, Stage, StageContext, StageError, Video
 from v60k.workdir import WorkDir
 
@@ -73,7 +74,7 @@ def run_one(stage: Stage, video: Video) -> ItemOutcome:
     return outcome
 
 
-def crashed(stage_name: str, video: Video, message: str, error_class: str = "worker_crashed") -> ItemOutcome:
+def crashed(stage_name: str, video: Video, message: str, error_class: str = WORKER_CRASHED) -> ItemOutcome:
     """A failure the executor records for a video its worker never finished (or could never start)."""
     now = time.time()
     return ItemOutcome(

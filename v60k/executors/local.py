@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +19,8 @@ def _init_worker(spec: StageSpec) -> None:
     global _worker_stage
     _worker_stage = spec.build()
     _worker_stage.setup()  # models load once per worker process
+    # teardown() when the pool lets the worker go (run by multiprocessing as the process ends)
+    multiprocessing.util.Finalize(_worker_stage, _worker_stage.teardown, exitpriority=10)
 
 
 def _process(video: Video) -> ItemOutcome:

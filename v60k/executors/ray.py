@@ -11,8 +11,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from v60k.catalog import ItemOutcome
+from v60k.errors import NO_RESOURCES
 from v60k.executors.base import StageSpec, crashed, run_one
 from v60k.stage import Resources, Video
+
+TEARDOWN_TIMEOUT_S = 60.0  # how long the actors get to release what they hold before they are killed
 
 
 class _StageActor:
@@ -22,6 +25,9 @@ class _StageActor:
 
     def process(self, video: Video) -> ItemOutcome:
         return run_one(self.stage, video)
+
+    def teardown(self) -> None:
+        self.stage.teardown()
 
 
 def placeable_workers(resources: Resources, wanted: int, cluster: dict[str, float]) -> tuple[int, str | None]:
@@ -93,7 +99,7 @@ class RayExecutor:
         workers, shortage = placeable_workers(resources, resources.workers or self.workers, ray.cluster_resources())
         if shortage:  # no actor could ever start: say so for every video instead of waiting forever
             for video in itertools.chain([first], source):
-                yield crashed(spec.stage_class.name, video, shortage, "no_resources")
+                yield crashed(spec.stage_class.name, video, shortage, NO_RESOURCES)
             return
         actor_class = ray.remote(_StageActor).options(**options)
         actors = [actor_class.remote(spec) for _ in range(workers)]
@@ -122,7 +128,10 @@ class RayExecutor:
                     idle.append(actor)
                 yield outcome
         finally:
-            for actor in {id(a): a for a in actors + idle}.values():
+            alive = list({id(a): a for a in actors + idle}.values())
+            with contextlib.suppress(Exception):  # each actor releases what setup() took; a dead one cannot
+                ray.wait([a.teardown.remote() for a in alive], num_returns=len(alive), timeout=TEARDOWN_TIMEOUT_S)
+            for actor in alive:
                 with contextlib.suppress(Exception):  # already dead
                     ray.kill(actor, no_restart=True)
 

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from v60k.catalog import Catalog
 from v60k.config import PipelineConfig
+from v60k.errors import V60kError
 from v60k.framework.roleplay_format import (
     PERSONA_LINES,
     Prompt,
@@ -45,7 +46,7 @@ SUMMARY_PROMPT = "summary-v1"  # the generation stage's summary prompt
 IMAGE_REFUSAL_KINDS = ("server_error", "bad_request")  # how text-only servers answer image parts
 
 
-class ChatError(RuntimeError):
+class ChatError(V60kError, RuntimeError):
     """The video cannot be prepared for a chat (download or probing failed), with the reason."""
 
 
@@ -81,9 +82,7 @@ def _refresh_known_video(workdir: WorkDir, row: dict[str, Any]) -> bool:
     with Catalog(workdir) as catalog:
         if not catalog.videos([row["video_id"]]):
             return False
-        catalog.update_video(row["video_id"], characters=row["characters"])
-        # the catalog has no setter for the URL (a manifest's URL never changes otherwise); it autocommits
-        catalog.db.execute("UPDATE videos SET source_url=? WHERE video_id=?", (row["source_url"], row["video_id"]))
+        catalog.update_video(row["video_id"], characters=row["characters"], source_url=row["source_url"])
     return True
 
 
@@ -104,6 +103,9 @@ def prepare_video(
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     workdir.create()
     local = _local_file(video)
+    config = config or PipelineConfig()
+    if local is not None:  # served from this machine's loopback address by chat itself
+        config = config.with_sections({"download": {"allow_private_networks": True}})
     with contextlib.ExitStack() as stack:
         if local is None:
             row = {"url": video, "characters": list(cast)}
@@ -121,7 +123,7 @@ def prepare_video(
         row = manifest.rows[0]
         if _refresh_known_video(workdir, row):
             pipeline.retry(workdir)  # what failed last time (say, a download from an old port) is tried again
-        pipeline.run(workdir, manifest=manifest, config=config or PipelineConfig(), stages=list(SPEECH_STAGES),
+        pipeline.run(workdir, manifest=manifest, config=config, stages=list(SPEECH_STAGES),
                      progress=progress, command="chat")
     with Catalog(workdir) as catalog:
         items = {stage: catalog.item(row["video_id"], stage) or {} for stage in SPEECH_STAGES}
@@ -221,16 +223,8 @@ def persona_for(character: str, persona: str | None, prepared: PreparedVideo) ->
 
 
 def llm_settings(config: PipelineConfig) -> Any:
-    """The config's ``llm`` section as the LLM backend's settings (a clear error for an unknown key)."""
-    from pydantic import ValidationError
-
-    from v60k.backends.llm import LLMSettings
-    from v60k.config import ConfigError
-
-    try:
-        return LLMSettings(**config.llm)
-    except ValidationError as exc:
-        raise ConfigError(f"{config.source or 'config'}: llm section: {exc}") from exc
+    """The config's ``llm`` section as the LLM backend's settings (checked when the config was loaded)."""
+    return config.llm
 
 
 def make_client(config: PipelineConfig, workdir: WorkDir) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from v60k.dataset import reader
+from v60k.errors import V60kError
 from v60k.framework.corpus_profiles import CharacterLines, dialogue_profile
 from v60k.framework.roleplay_format import (
     IMAGE_TOKEN,
@@ -40,7 +41,7 @@ __all__ = ["IMAGE_TOKEN", "ExportError", "ExportSettings", "ExportSummary", "exp
 DATASET_PREFIX = "v60k_roleplay"
 
 
-class ExportError(RuntimeError):
+class ExportError(V60kError, RuntimeError):
     """The shard directory cannot be exported at all (no dialogues table, unreadable layout)."""
 
 
