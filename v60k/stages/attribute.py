@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from v60k.attribution_checks import Clue, coverage, evidence_totals, find_conflicts, line_ref, sentence_cuts
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
 from v60k.stages.diarize import read_input_json, upstream_reason
 from v60k.voice_bank import VoiceBank
@@ -49,6 +50,12 @@ class AttributeSettings(StageSettings):
     self_intro_weight: float = 2.0
     mention_penalty: float = 0.3
     confidence_slope: float = 3.0
+    cut_gap_s: float = Field(0.25, ge=0.0, description="a sentence running on across a change of speaker with "
+                             "less than this between the pieces: the shorter piece stays null")
+    support_window_s: float = Field(30.0, ge=0.0, description="a speaker's speech this close to a line supporting "
+                                    "a name counts as covered by that evidence")
+    answer_window_s: float = Field(10.0, ge=0.0, description="the addressee of a vocative is a speaker talking "
+                                   "this close to it; with none, the vocative is unanswered")
     # per-series voice bank
     voice_bank: bool = True
     bank_match_cosine: float = 0.85
@@ -122,46 +129,58 @@ class Attribute(Stage):
         dialogue = " ".join(str(ln.get("text") or "") for ln in lines)
         cast, cast_source = resolve_cast(video, paths.info_json, paths.root, dialogue, self.settings.max_cast_from_info)
         speakers = sorted(diarization.get("speakers") or {})
-        evidence = dialogue_evidence(lines, speakers, cast, self.settings)
-        bank_used = 0
+        clues = line_clues(lines, speakers, cast, self.settings)
         bank = None
         if self.settings.voice_bank and video.series and self.context is not None and cast:
             bank = VoiceBank.for_series(self.workdir, video.series)
-            bank_used = add_voice_bank_evidence(evidence, diarization["speakers"], cast, bank, video.video_id,
-                                                self.settings)
-        assignment = assign(evidence, speakers, cast, self.settings)
+            clues += voice_bank_clues(diarization["speakers"], cast, bank, video.video_id, self.settings)
+        verdicts = attribute_speakers(clues, lines, speakers, cast, self.settings)
         usage: dict[str, float] = {}
         if self.settings.llm_arbitration and cast and self._llm is not None:
             before = self._llm.meter.snapshot()
-            assignment = arbitrate_with_llm(assignment, lines, cast, self.context, complete=self._ask_llm,
-                                            confidence=self.settings.min_confidence)
+            open_to_ask = {s: (v["character"], v["confidence"]) for s, v in verdicts.items()
+                           if v["status"] != "conflict"}
+            answered = arbitrate_with_llm(open_to_ask, lines, cast, self.context, complete=self._ask_llm,
+                                          confidence=self.settings.min_confidence)
+            for speaker, (character, confidence) in answered.items():
+                if character and not verdicts[speaker]["character"]:
+                    verdicts[speaker].update(character=character, confidence=confidence, status="llm",
+                                             reason="named by LLM arbitration at the threshold confidence")
             usage = (self._llm.meter.snapshot() - before).to_dict()
-        speaker_out = {
-            s: {"character": assignment[s][0], "confidence": round(assignment[s][1], 3),
-                "evidence": {n: round(v, 3) for n, v in evidence[s].items() if v}}
-            for s in speakers
-        }
+        speaker_out = {s: {**verdicts[s], "confidence": round(verdicts[s]["confidence"], 3)} for s in speakers}
+        doubtful = sentence_cuts(lines, self.settings.cut_gap_s) if cast else {}
         out_lines = []
-        for line in lines:
-            character, confidence = assignment.get(line.get("speaker"), (None, 0.0))
+        for index, line in enumerate(lines):
+            verdict = verdicts.get(line.get("speaker"), {"character": None, "confidence": 0.0})
+            character, confidence = verdict["character"], verdict["confidence"]
+            if index in doubtful and character:
+                character, confidence = None, 1.0 - confidence
             out_lines.append({**{k: v for k, v in line.items() if k != "words"}, "character": character,
                               "confidence": round(confidence, 3), "words": line.get("words", [])})
         document: dict[str, Any] = {"cast": cast, "cast_source": cast_source, "speakers": speaker_out,
                                     "lines": out_lines}
+        if doubtful:
+            document["line_notes"] = {line_ref(lines, i): reason for i, reason in sorted(doubtful.items())}
         if not cast:
             document["note"] = "no cast list (manifest, title, description, subtitles): every character is null"
         write_json(paths.lines_json, document)
         if bank is not None:
-            confident = {assignment[s][0]: diarization["speakers"][s]["embedding"] for s in speakers
-                         if assignment[s][0] and assignment[s][1] >= self.settings.bank_min_confidence
+            confident = {verdicts[s]["character"]: diarization["speakers"][s]["embedding"] for s in speakers
+                         if verdicts[s]["status"] == "named"
+                         and verdicts[s]["confidence"] >= self.settings.bank_min_confidence
                          and diarization["speakers"][s].get("embedding")}
             bank.update(video.video_id, confident)
+        bank_used = sum(1 for c in clues if c.kind == "voice_bank")
+        statuses = [v["status"] for v in verdicts.values()]
         named = sum(1 for ln in out_lines if ln["character"])
         return StageResult(
             outputs={"lines": paths.lines_json.name},
             metrics={"cast_size": len(cast), "cast_source": cast_source, "speakers": len(speakers),
                      "named_speakers": sum(1 for s in speaker_out.values() if s["character"]),
                      "lines": len(out_lines), "named_lines": named, "voice_bank_matches": bank_used,
+                     "conflicted_speakers": statuses.count("conflict"),
+                     "items": {"done": 1, "rejected": {}, "failed": {}},
+                     "totals": {"named_lines": float(named), "null_lines": float(len(out_lines) - named)},
                      "llm_arbitration": ("on" if self._llm is not None else "no_llm_endpoint")
                      if self.settings.llm_arbitration else "off"},
             usage=usage,
@@ -237,63 +256,78 @@ def mentions(text: str, name: str) -> int:
     return len(re.findall(rf"\b{_name_pattern(name)}\b", text))
 
 
-def dialogue_evidence(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
-                      settings: AttributeSettings) -> dict[str, dict[str, float]]:
-    """Evidence[speaker][name] from vocatives, self-introductions and mentions (see the module docstring)."""
-    evidence = {s: dict.fromkeys(cast, 0.0) for s in speakers}
+def line_clues(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+               settings: AttributeSettings) -> list[Clue]:
+    """Every piece of dialogue evidence, tied to the line it is about (see the module docstring)."""
+    known = set(speakers)
+    clues: list[Clue] = []
     turns = [ln.get("speaker") for ln in lines]
     for i, line in enumerate(lines):
         speaker, text = line.get("speaker"), str(line.get("text") or "")
-        if speaker not in evidence:
+        if speaker not in known:
             continue
-        previous = next((s for s in reversed(turns[:i]) if s and s != speaker), None)
-        following = next((s for s in turns[i + 1 :] if s and s != speaker), None)
+        previous = next((j for j in range(i - 1, -1, -1) if turns[j] and turns[j] != speaker), None)
+        following = next((j for j in range(i + 1, len(lines)) if turns[j] and turns[j] != speaker), None)
+        if previous is not None and _gap_s(lines[previous], line) > settings.answer_window_s:
+            previous = None
+        if following is not None and _gap_s(line, lines[following]) > settings.answer_window_s:
+            following = None
         for name in cast:
             if is_self_introduction(text, name):
-                evidence[speaker][name] += settings.self_intro_weight
+                clues.append(Clue(i, speaker, name, "self_intro", settings.self_intro_weight))
                 continue
             kinds = find_vocatives(text, name)
             if not kinds:
                 if mentions(text, name):
-                    evidence[speaker][name] -= settings.mention_penalty
+                    clues.append(Clue(i, speaker, name, "mention", -settings.mention_penalty))
                 continue
-            evidence[speaker][name] -= settings.vocative_weight  # one does not call oneself by name
-            for kind in kinds[:1]:
-                weight = settings.vocative_weight
-                if previous and previous == following:
-                    evidence[previous][name] += 1.5 * weight
-                    continue
-                likely, other = (previous, following) if kind == "answer" else (following, previous)
-                if likely is None:
-                    likely, other = other, None
-                if likely:
-                    evidence[likely][name] += weight
-                if other:
-                    evidence[other][name] += weight / 2
-    return evidence
+            answered = previous is not None or following is not None
+            clues.append(Clue(i, speaker, name, "addresses" if answered else "addresses_unanswered",
+                              -settings.vocative_weight))  # one does not call oneself by name
+            weight = settings.vocative_weight
+            if previous is not None and following is not None and turns[previous] == turns[following]:
+                clues.append(Clue(following if kinds[0] == "greeting" else previous, turns[previous], name,
+                                  "addressed", 1.5 * weight))
+                continue
+            likely, other = (previous, following) if kinds[0] == "answer" else (following, previous)
+            if likely is None:
+                likely, other = other, None
+            if likely is not None:
+                clues.append(Clue(likely, turns[likely], name, "addressed", weight))
+            if other is not None:
+                clues.append(Clue(other, turns[other], name, "addressed_maybe", weight / 2))
+    return clues
 
 
-def add_voice_bank_evidence(evidence: dict[str, dict[str, float]], speakers: dict[str, Any], cast: list[str],
-                            bank: VoiceBank, video_id: str, settings: AttributeSettings) -> int:
-    """Bank voices close to a speaker's embedding (threshold and margin) add evidence for that name."""
-    used = 0
+def _gap_s(earlier: dict[str, Any], later: dict[str, Any]) -> float:
+    return float(later.get("start_s") or 0.0) - float(earlier.get("end_s") or 0.0)
+
+
+def dialogue_evidence(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+                      settings: AttributeSettings) -> dict[str, dict[str, float]]:
+    """Evidence[speaker][name]: the sum of the speaker's clues (``line_clues``)."""
+    return evidence_totals(line_clues(lines, speakers, cast, settings), speakers, cast)
+
+
+def voice_bank_clues(speakers: dict[str, Any], cast: list[str], bank: VoiceBank, video_id: str,
+                     settings: AttributeSettings) -> list[Clue]:
+    """A whole-cluster clue for the bank's nearest name when it is close and clearly ahead."""
+    clues = []
     for speaker, info in speakers.items():
         matches = bank.match(info.get("embedding"), exclude_video=video_id)
         if matches and matches[0].name in cast and matches[0].similarity >= settings.bank_match_cosine \
                 and matches[0].margin >= settings.bank_margin:
-            evidence[speaker][matches[0].name] += settings.bank_weight
-            used += 1
-    return used
+            clues.append(Clue(None, speaker, matches[0].name, "voice_bank", settings.bank_weight))
+    return clues
 
 
 # ---- assignment ---------------------------------------------------------------------------------
 def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: list[str],
            settings: AttributeSettings) -> dict[str, tuple[str | None, float]]:
-    """One-to-one speaker → name (or no one) maximising the evidence; (character or None, confidence).
+    """One-to-one speaker → name (or no one) maximising the evidence; (name or None, strength).
 
-    The confidence is that of the value given, null included: a name's is how clearly its evidence beats the
-    speaker's best alternative; a null's is how clearly "no one" beats the speaker's best name (or, for a name
-    that fell below ``min_confidence``, one minus that name's confidence)."""
+    A name's strength is how clearly its evidence beats the speaker's best alternative (another name, or no
+    one); a None's is how clearly "no one" beats the speaker's best name."""
     result: dict[str, tuple[str | None, float]] = {s: (None, 0.0) for s in speakers}
     if not speakers or not cast:
         return result
@@ -307,13 +341,62 @@ def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: lis
         speaker = speakers[row]
         if col >= len(cast):
             best = float(scores[row].max())
-            result[speaker] = (None, round(_sigmoid(settings.confidence_slope * (settings.no_one_score - best)), 3))
+            result[speaker] = (None, _sigmoid(settings.confidence_slope * (settings.no_one_score - best)))
             continue
         alternatives = [settings.no_one_score, *(scores[row, j] for j in range(len(cast)) if j != col)]
-        margin = float(scores[row, col] - max(alternatives))
-        confidence = _sigmoid(settings.confidence_slope * margin)
-        result[speaker] = (cast[col], confidence) if confidence >= settings.min_confidence else (None, 1 - confidence)
+        result[speaker] = (cast[col], _sigmoid(settings.confidence_slope * float(scores[row, col] - max(alternatives))))
     return result
+
+
+def attribute_speakers(clues: list[Clue], lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+                       settings: AttributeSettings) -> dict[str, dict[str, Any]]:
+    """Per speaker: character (or None), confidence, status, reason, coverage, evidence, conflicts.
+
+    A speaker whose own evidence contradicts itself (``find_conflicts``) is left null with status
+    ``conflict``. The others share the names one-to-one (``assign``); a name is given only when
+    ``strength × coverage`` (how clearly it beats the alternatives × the share of the speaker's speech near a
+    line supporting it) reaches ``min_confidence``; otherwise null with status ``low_confidence``."""
+    evidence = evidence_totals(clues, speakers, cast)
+    conflicts = {s: find_conflicts(clues, s, lines) for s in speakers}
+    picks = assign(evidence, [s for s in speakers if not conflicts[s]], cast, settings)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for speaker in speakers:
+        verdict: dict[str, Any] = {"character": None, "confidence": 0.0,
+                                   "evidence": {n: round(v, 3) for n, v in evidence[speaker].items() if v}}
+        if not cast:
+            verdict.update(status="no_cast", reason="no cast list")
+        elif conflicts[speaker]:
+            verdict.update(status="conflict", confidence=1.0, conflicts=conflicts[speaker],
+                           reason="the cluster's own evidence points to more than one person: "
+                                  + "; ".join(_describe(c) for c in conflicts[speaker]))
+        else:
+            name, strength = picks[speaker]
+            if name is None:
+                verdict.update(status="no_evidence", confidence=strength,
+                               reason="no name's evidence beats 'no one'")
+            else:
+                covered = coverage(clues, speaker, name, lines, settings.support_window_s)
+                confidence = strength * covered
+                verdict.update(coverage=round(covered, 3), candidate=name)
+                if confidence >= settings.min_confidence:
+                    verdict.update(character=name, confidence=confidence, status="named",
+                                   reason=f"{name}: strength {strength:.2f} × coverage {covered:.2f}")
+                else:
+                    verdict.update(confidence=1.0 - confidence, status="low_confidence",
+                                   reason=f"{name}: strength {strength:.2f} × coverage {covered:.2f} = "
+                                          f"{confidence:.2f} < {settings.min_confidence}")
+        verdict["clues"] = [{"line": line_ref(lines, c.line), "name": c.name, "kind": c.kind}
+                            for c in clues if c.speaker == speaker and c.kind != "mention"]
+        verdicts[speaker] = verdict
+    return verdicts
+
+
+def _describe(conflict: dict[str, Any]) -> str:
+    if conflict["kind"] == "two_names":
+        return f"supported as {' and '.join(conflict['names'])} ({', '.join(conflict['lines'])})"
+    if conflict["kind"] == "self_address":
+        return f"calls {conflict['name']} ({conflict['line']}) and is supported as {conflict['name']}"
+    return f"calls {conflict['name']} ({conflict['line']}) with no other speaker around to answer"
 
 
 def _sigmoid(x: float) -> float:
