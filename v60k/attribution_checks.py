@@ -11,9 +11,15 @@ cluster (``voice_bank``, no line).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
+ANSWERS = ("yes", "yeah", "yep", "no", "nope", "thanks", "thank you", "sure", "okay", "ok", "right", "sorry",
+           "well", "of course", "fine", "alright", "all right")
+REPLIES = ("yes", "yeah", "yep", "no", "nope", "sure", "fine", "of course", "not really", "i am", "i'm fine")
+_QUESTION_THEN_REPLY = re.compile(rf"\?\s+(?:{'|'.join(re.escape(w) for w in REPLIES)})\b", re.I)
+_REPLY_START = re.compile(rf"^(?:{'|'.join(re.escape(w) for w in REPLIES)})\b", re.I)
 SUPPORT_KINDS = ("self_intro", "addressed")
 ADDRESS_KINDS = ("addresses", "addresses_unanswered")
 
@@ -40,14 +46,17 @@ def evidence_totals(clues: list[Clue], speakers: list[str], cast: list[str]) -> 
     return evidence
 
 
-def find_conflicts(clues: list[Clue], speaker: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def find_conflicts(clues: list[Clue], speaker: str, lines: list[dict[str, Any]],
+                   answer_gap_s: float = 2.0) -> list[dict[str, Any]]:
     """Evidence within one cluster that one person cannot have produced (empty: none found).
 
     - ``two_names``: the cluster is supported as two different names (two self-introductions, addressed as one
       name and introducing itself as another, ...);
     - ``self_address``: the cluster calls a name that it is also supported as (nobody calls themself by name);
     - ``unanswered_address``: the cluster calls someone by name and no other speaker talks around that line,
-      so the addressee's replies, if any, are in this cluster too.
+      so the addressee's replies, if any, are in this cluster too;
+    - ``self_answer``: the cluster asks a question and its very next words answer it ("How are you?" "Fine,
+      thanks."), within a line or across two of its lines with nobody in between (``answer_gap_s``).
     """
     own = [c for c in clues if c.speaker == speaker]
     supported: dict[str, list[Clue]] = {}
@@ -65,6 +74,16 @@ def find_conflicts(clues: list[Clue], speaker: str, lines: list[dict[str, Any]])
                               "supported_by": sorted({c.kind for c in supported[clue.name]})})
         elif clue.kind == "addresses_unanswered":
             conflicts.append({"kind": "unanswered_address", "name": clue.name, "line": line_ref(lines, clue.line)})
+    for i, line in enumerate(lines):
+        if line.get("speaker") != speaker:
+            continue
+        text = str(line.get("text") or "").strip()
+        following = lines[i + 1] if i + 1 < len(lines) else None
+        if _QUESTION_THEN_REPLY.search(text) or (
+                following is not None and following.get("speaker") == speaker and text.endswith("?")
+                and float(following["start_s"]) - float(line["end_s"]) <= answer_gap_s
+                and _REPLY_START.match(str(following.get("text") or "").strip())):
+            conflicts.append({"kind": "self_answer", "line": line_ref(lines, i)})
     return conflicts
 
 

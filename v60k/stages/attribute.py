@@ -24,7 +24,15 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from v60k.attribution_checks import Clue, coverage, evidence_totals, find_conflicts, line_ref, sentence_cuts
+from v60k.attribution_checks import (
+    ANSWERS,
+    Clue,
+    coverage,
+    evidence_totals,
+    find_conflicts,
+    line_ref,
+    sentence_cuts,
+)
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
 from v60k.stages.diarize import read_input_json, upstream_reason
 from v60k.voice_bank import VoiceBank
@@ -32,8 +40,6 @@ from v60k.workdir import read_json, write_json
 
 GREETINGS = ("hi", "hey", "hello", "morning", "good morning", "good evening", "good night", "bye", "goodbye",
              "welcome", "excuse me", "listen", "look", "come on", "oh", "dear")
-ANSWERS = ("yes", "yeah", "yep", "no", "nope", "thanks", "thank you", "sure", "okay", "ok", "right", "sorry",
-           "well", "of course", "fine", "alright", "all right")
 SELF_INTRODUCTIONS = (r"\bI\s*'?\s*a?m\s+{name}\b", r"\bI am\s+{name}\b", r"\bmy name is\s+{name}\b",
                       r"\bthis is\s+{name}\s+(?:speaking|here)\b", r"\bit\s*'?s\s+(?:me,?\s+)?{name}\b(?!\s*'s)",
                       r"\bcall me\s+{name}\b")
@@ -396,6 +402,8 @@ def _describe(conflict: dict[str, Any]) -> str:
         return f"supported as {' and '.join(conflict['names'])} ({', '.join(conflict['lines'])})"
     if conflict["kind"] == "self_address":
         return f"calls {conflict['name']} ({conflict['line']}) and is supported as {conflict['name']}"
+    if conflict["kind"] == "self_answer":
+        return f"answers its own question ({conflict['line']})"
     return f"calls {conflict['name']} ({conflict['line']}) with no other speaker around to answer"
 
 
