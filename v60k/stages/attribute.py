@@ -67,7 +67,8 @@ class AttributeSettings(StageSettings):
     bank_match_cosine: float = 0.85
     bank_margin: float = 0.05
     bank_weight: float = 1.5
-    bank_min_confidence: float = 0.8
+    bank_min_confidence: float = Field(0.8, description="strength a named speaker needs to enter the voice bank")
+    bank_min_coverage: float = Field(0.8, description="coverage a named speaker needs to enter the voice bank")
     # LLM arbitration of low-confidence speakers (off by default; see docs/diarization.md)
     llm_arbitration: bool = False
     max_cast_from_info: int = 12
@@ -173,7 +174,8 @@ class Attribute(Stage):
         if bank is not None:
             confident = {verdicts[s]["character"]: diarization["speakers"][s]["embedding"] for s in speakers
                          if verdicts[s]["status"] == "named"
-                         and verdicts[s]["confidence"] >= self.settings.bank_min_confidence
+                         and verdicts[s]["strength"] >= self.settings.bank_min_confidence
+                         and verdicts[s]["coverage"] >= self.settings.bank_min_coverage
                          and diarization["speakers"][s].get("embedding")}
             bank.update(video.video_id, confident)
         bank_used = sum(1 for c in clues if c.kind == "voice_bank")
@@ -383,7 +385,7 @@ def attribute_speakers(clues: list[Clue], lines: list[dict[str, Any]], speakers:
             else:
                 covered = coverage(clues, speaker, name, lines, settings.support_window_s)
                 confidence = strength * covered
-                verdict.update(coverage=round(covered, 3), candidate=name)
+                verdict.update(coverage=round(covered, 3), strength=round(strength, 3), candidate=name)
                 if confidence >= settings.min_confidence:
                     verdict.update(character=name, confidence=confidence, status="named",
                                    reason=f"{name}: strength {strength:.2f} × coverage {covered:.2f}")
