@@ -116,7 +116,7 @@ def ami(pipeline: Pipeline) -> tuple[AttributionScore, AttributionScore, Attribu
         with_intros = introduce(lines, reference, {s: f"I'm {n}." for s, n in names.items()})
         scores = (score_lines(pipeline.attribute(video, lines)["lines"], reference, {}),
                   score_lines(pipeline.attribute(video, with_intros)["lines"], reference, names),
-                  score_lines(pipeline.attribute(video, merged(with_intros))["lines"], reference, {}))
+                  score_lines(pipeline.attribute(video, merged(with_intros))["lines"], reference, names))
         print(f"  {source.name}: {len(speakers)} speakers; " + " | ".join(_fmt(s) for s in scores), flush=True)
         spoken, introduced, one_cluster = spoken + scores[0], introduced + scores[1], one_cluster + scores[2]
     return spoken, introduced, one_cluster
@@ -146,7 +146,7 @@ def call(pipeline: Pipeline, root: Path) -> tuple[AttributionScore, AttributionS
     lines = introduce(oracle_lines(read_json(video.paths.transcript_json).get("segments") or [], reference),
                       reference, intros)
     oracle = score_lines(pipeline.attribute(video, lines)["lines"], reference, names)
-    one_cluster = score_lines(pipeline.attribute(video, merged(lines))["lines"], reference, {})
+    one_cluster = score_lines(pipeline.attribute(video, merged(lines))["lines"], reference, names)
     pipeline.diarize.process(video)
     diarized = read_json(video.paths.diarization_json)["lines"]
     real = score_lines(pipeline.attribute(video, introduce(diarized, reference, intros))["lines"], reference, names)
@@ -176,10 +176,10 @@ def run() -> list[Row]:
         spoken, introduced, one_cluster = ami(pipeline)
         rows += _rows("AMI oracle, as spoken", spoken, "all null")
         rows += _rows("AMI oracle, introductions", introduced, "names right")
-        rows += _rows("AMI one cluster, introductions", one_cluster, "all null")
+        rows += _rows("AMI one cluster, introductions", one_cluster, "0 wrong")
     if (MEDIA / "jfk.flac").exists() and (MEDIA / "stereo_diarization.wav").exists():
         oracle, one_cluster, real = call(pipeline, root)
         rows += _rows("real call, oracle", oracle, "names right")
-        rows += _rows("real call, one cluster", one_cluster, "all null")
+        rows += _rows("real call, one cluster", one_cluster, "0 wrong")
         rows += _rows("real call, diarize stage", real, "no wrong name")
     return rows

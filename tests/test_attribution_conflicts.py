@@ -34,8 +34,12 @@ def attribute(tmp_path: Path, lines: list[dict[str, Any]], cast: list[str] = CAS
         "backend": "crafted", "num_speakers": len(speakers), "lines": lines,
         "turns": [{"start_s": ln["start_s"], "end_s": ln["end_s"], "speaker": ln["speaker"]} for ln in lines],
         "speakers": {s: {"total_s": 1.0, "embedding": None} for s in speakers}})
-    Attribute(AttributeSettings(voice_bank=False, **settings), StageContext(workdir)).process(video)
-    return read_json(video.paths.lines_json)
+    result = Attribute(AttributeSettings(voice_bank=False, **settings), StageContext(workdir)).process(video)
+    document = read_json(video.paths.lines_json)
+    items = result.metrics["items"]
+    assert items["done"] == sum(1 for ln in document["lines"] if ln["character"])
+    assert items["done"] + sum(items["rejected"].values()) == len(lines)
+    return {**document, "metrics": result.metrics}
 
 
 PHONE_CALL = [  # two people; the diarizer found one speaker
@@ -55,6 +59,7 @@ def test_one_cluster_two_self_introductions_is_left_null(tmp_path: Path) -> None
     assert speaker["character"] is None and speaker["status"] == "conflict"
     assert any(c["kind"] == "two_names" and c["names"] == ["Monica", "Ross"] for c in speaker["conflicts"])
     assert all(ln["character"] is None for ln in document["lines"])
+    assert document["metrics"]["items"]["rejected"] == {"conflict": len(lines)}
     # the same call diarized right: each person gets their own name, and only their lines
     truth = [(who, text) for who, text in PHONE_CALL]
     lines = crafted_lines(truth)
@@ -139,6 +144,7 @@ def test_a_sentence_cut_at_a_speaker_change_leaves_the_short_piece_null(tmp_path
     document = attribute(tmp_path, lines)
     assert [ln["character"] for ln in document["lines"]] == ["Monica", "Ross", "Monica", None]
     assert "L0003" in document["line_notes"]
+    assert document["metrics"]["items"]["rejected"] == {"sentence_cut": 1}
 
 
 def test_score_and_rttm(tmp_path: Path) -> None:
@@ -155,3 +161,18 @@ def test_score_and_rttm(tmp_path: Path) -> None:
     assert (score.named_right, score.wrong, score.total) == (1, 1, 2)
     score = score_lines([{**ln, "character": None} for ln in lines], reference["f1"], {"A": "Ross"})
     assert (score.missed, score.null_right, score.accuracy, score.null_fraction) == (1, 1, 0.5, 1.0)
+
+
+def test_the_addressee_takes_a_turn_of_their_own(tmp_path: Path) -> None:
+    """A greeting's next line is the addressee only when it starts a turn: here the diarizer cut the greeter's
+    own sentence ("... ask not" | "what ..."), so the name goes to the previous speaker, not to the cut piece."""
+    lines = crafted_lines([
+        ("SPEAKER_00", "Hello there. I was just about to call you about the trip."),
+        ("SPEAKER_01", "Hi Mary, it's John. And so my fellow Americans ask not"),
+        ("SPEAKER_02", "what your country can do for you"),
+        ("SPEAKER_01", "Ask what you can do for your country."),
+    ], gap_s=0.1)
+    lines[2]["end_s"] = lines[2]["start_s"] + 1.0
+    document = attribute(tmp_path, lines, cast=["Mary", "John"])
+    assert [ln["character"] for ln in document["lines"]] == ["Mary", "John", None, "John"]
+    assert document["speakers"]["SPEAKER_02"]["clues"] == []

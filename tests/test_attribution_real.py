@@ -19,10 +19,10 @@ CAST = ["Ross", "Monica", "Rachel", "Joey"]
 
 def test_real_meeting_with_oracle_speakers(tmp_path: Path) -> None:
     rttm = shared_media("real-speech/ami-train.rttm")
-    source = shared_media("real-speech/ami-trn04.flac")
-    reference = read_rttm(rttm)["trn04"]
+    source = shared_media("real-speech/ami-trn06.flac")
+    reference = read_rttm(rttm)["trn06"]
     workdir = WorkDir(tmp_path / "work").create()
-    video = Video(video_id="trn04", source_url=f"file://{source}", dir=workdir.video_dir("trn04"), characters=CAST)
+    video = Video(video_id="trn06", source_url=f"file://{source}", dir=workdir.video_dir("trn06"), characters=CAST)
     video.dir.mkdir(parents=True)
     shutil.copy(source, video.dir / "source.flac")
     transcribe = Transcribe(context=StageContext(workdir))

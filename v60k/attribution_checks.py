@@ -110,19 +110,25 @@ def line_ref(lines: list[dict[str, Any]], index: int | None) -> str | None:
     return str(lines[index].get("line_id") or f"#{index}")
 
 
+def runs_on(first: dict[str, Any], second: dict[str, Any], max_gap_s: float) -> bool:
+    """A sentence running on from one line into the next, under ``max_gap_s`` apart: no final punctuation
+    before the cut, or a lower-case start after it."""
+    before, after = str(first.get("text") or "").strip(), str(second.get("text") or "").strip()
+    if float(second["start_s"]) - float(first["end_s"]) > max_gap_s:
+        return False
+    return not before.endswith((".", "!", "?", "…", '"')) or after[:1].islower()
+
+
 def sentence_cuts(lines: list[dict[str, Any]], max_gap_s: float) -> dict[int, str]:
-    """Lines whose speaker label is doubtful: where a sentence runs on across a change of speaker (no final
-    punctuation before the cut, or a lower-case start after it, and under ``max_gap_s`` between the two), the
-    diarizer has most likely put the change a few words off, and the shorter piece carries the wrong label.
-    Returns {index of the shorter piece: reason}."""
+    """Lines whose speaker label is doubtful: where a sentence runs on across a change of speaker
+    (``runs_on``), the diarizer has most likely put the change a few words off, and the shorter piece carries
+    the wrong label. Returns {index of the shorter piece: reason}."""
     doubtful: dict[int, str] = {}
     for i in range(len(lines) - 1):
         first, second = lines[i], lines[i + 1]
         if not first.get("speaker") or not second.get("speaker") or first["speaker"] == second["speaker"]:
             continue
-        before, after = str(first.get("text") or "").strip(), str(second.get("text") or "").strip()
-        runs_on = not before.endswith((".", "!", "?", "…", '"')) or after[:1].islower()
-        if not runs_on or float(second["start_s"]) - float(first["end_s"]) > max_gap_s:
+        if not runs_on(first, second, max_gap_s):
             continue
         shorter = min((i, i + 1), key=lambda j: float(lines[j]["end_s"]) - float(lines[j]["start_s"]))
         doubtful[shorter] = (f"a sentence runs on across the change of speaker between "

@@ -1,16 +1,18 @@
-"""attribute: map each diarization speaker to a character of the cast, or to no one.
+"""attribute: map each diarization speaker to a character of the cast, or to no one, never guessing.
 
-Evidence per (speaker, name), from the dialogue itself:
+Evidence comes from the dialogue itself, each clue tied to the line it is about (v60k.attribution_checks):
 - a vocative or greeting ("Hi Monica", "Ross, are you ...", "..., Monica.") says the current speaker is *not*
   that character, and the addressee is probably the next different speaker (a greeting, a question) or the
   previous one (an answer: "Yes Ross, ..."); when both are the same speaker, that one;
 - a self-introduction ("I'm Ross", "my name is Ross") says the speaker is that character;
 - a third-person mention is weak evidence that the speaker is not that character;
 - optionally, a per-series voice bank (v60k.voice_bank) adds evidence by nearest-neighbour voice match.
-The assignment is one-to-one within a video (Hungarian over the evidence, with a "no one" option for every
-speaker). A speaker's confidence is how clearly its evidence for the chosen name beats its best alternative
-(another name, or no one); below ``min_confidence`` the character stays null. Reads diarization.json (+ info.json
-when the manifest has no cast), writes lines.json.
+A speaker whose own clues contradict each other (two names, calling itself, answering itself) holds two people
+and stays null. The others are assigned one-to-one within a video (Hungarian over the evidence, with a "no one"
+option for every speaker). A name's confidence is how clearly its evidence beats the best alternative times
+the share of the speaker's speech near a line supporting it; below ``min_confidence`` the character stays
+null, with the reason in lines.json. Reads diarization.json (+ info.json when the manifest has no cast), writes
+lines.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from v60k.attribution_checks import (
     evidence_totals,
     find_conflicts,
     line_ref,
+    runs_on,
     sentence_cuts,
 )
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
@@ -76,7 +79,7 @@ class AttributeSettings(StageSettings):
 
 class Attribute(Stage):
     name = "attribute"
-    version = "1"
+    version = "2"
     requires = ("diarize",)
     Settings = AttributeSettings
 
@@ -181,14 +184,22 @@ class Attribute(Stage):
         bank_used = sum(1 for c in clues if c.kind == "voice_bank")
         statuses = [v["status"] for v in verdicts.values()]
         named = sum(1 for ln in out_lines if ln["character"])
+        left_null: dict[str, int] = {}
+        seconds = {"named_s": 0.0, "null_s": 0.0}
+        for index, line in enumerate(out_lines):
+            seconds["named_s" if line["character"] else "null_s"] += max(line["end_s"] - line["start_s"], 0.0)
+            if not line["character"]:
+                status = verdicts.get(line.get("speaker"), {}).get("status", "no_speaker")
+                reason = "sentence_cut" if index in doubtful and status == "named" else status
+                left_null[reason] = left_null.get(reason, 0) + 1
         return StageResult(
             outputs={"lines": paths.lines_json.name},
             metrics={"cast_size": len(cast), "cast_source": cast_source, "speakers": len(speakers),
                      "named_speakers": sum(1 for s in speaker_out.values() if s["character"]),
                      "lines": len(out_lines), "named_lines": named, "voice_bank_matches": bank_used,
                      "conflicted_speakers": statuses.count("conflict"),
-                     "items": {"done": 1, "rejected": {}, "failed": {}},
-                     "totals": {"named_lines": float(named), "null_lines": float(len(out_lines) - named)},
+                     "items": {"done": named, "rejected": left_null, "failed": {}},
+                     "totals": {k: round(v, 3) for k, v in seconds.items()},
                      "llm_arbitration": ("on" if self._llm is not None else "no_llm_endpoint")
                      if self.settings.llm_arbitration else "off"},
             usage=usage,
@@ -266,19 +277,24 @@ def mentions(text: str, name: str) -> int:
 
 def line_clues(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
                settings: AttributeSettings) -> list[Clue]:
-    """Every piece of dialogue evidence, tied to the line it is about (see the module docstring)."""
+    """Every piece of dialogue evidence, tied to the line it is about (see the module docstring). A line whose
+    speaker is doubtful (``sentence_cuts``) gives no clue and is nobody's addressee."""
     known = set(speakers)
     clues: list[Clue] = []
-    turns = [ln.get("speaker") for ln in lines]
+    doubtful = sentence_cuts(lines, settings.cut_gap_s)
+    turns = [ln.get("speaker") if i not in doubtful else None for i, ln in enumerate(lines)]
     for i, line in enumerate(lines):
-        speaker, text = line.get("speaker"), str(line.get("text") or "")
+        speaker, text = turns[i], str(line.get("text") or "")
         if speaker not in known:
             continue
         previous = next((j for j in range(i - 1, -1, -1) if turns[j] and turns[j] != speaker), None)
         following = next((j for j in range(i + 1, len(lines)) if turns[j] and turns[j] != speaker), None)
-        if previous is not None and _gap_s(lines[previous], line) > settings.answer_window_s:
+        # an addressee takes a turn of their own: close enough, and not a sentence running on across the change
+        if previous is not None and (_gap_s(lines[previous], line) > settings.answer_window_s
+                                     or runs_on(lines[previous], lines[previous + 1], settings.cut_gap_s)):
             previous = None
-        if following is not None and _gap_s(line, lines[following]) > settings.answer_window_s:
+        if following is not None and (_gap_s(line, lines[following]) > settings.answer_window_s
+                                      or runs_on(lines[following - 1], lines[following], settings.cut_gap_s)):
             following = None
         for name in cast:
             if is_self_introduction(text, name):
