@@ -81,7 +81,7 @@ def find_conflicts(clues: list[Clue], speaker: str, lines: list[dict[str, Any]],
         following = lines[i + 1] if i + 1 < len(lines) else None
         if _QUESTION_THEN_REPLY.search(text) or (
                 following is not None and following.get("speaker") == speaker and text.endswith("?")
-                and float(following["start_s"]) - float(line["end_s"]) <= answer_gap_s
+                and gap_s(line, following) <= answer_gap_s
                 and _REPLY_START.match(str(following.get("text") or "").strip())):
             conflicts.append({"kind": "self_answer", "line": line_ref(lines, i)})
     return conflicts
@@ -93,14 +93,24 @@ def coverage(clues: list[Clue], speaker: str, name: str, lines: list[dict[str, A
     support = [c for c in clues if c.speaker == speaker and c.name == name and c.supports()]
     if any(c.line is None for c in support):
         return 1.0
-    anchors = [(float(lines[c.line]["start_s"]), float(lines[c.line]["end_s"])) for c in support if c.line is not None]
-    own = [(float(ln["start_s"]), float(ln["end_s"])) for ln in lines if ln.get("speaker") == speaker]
+    anchors = [span(lines[c.line]) for c in support if c.line is not None]
+    own = [span(ln) for ln in lines if ln.get("speaker") == speaker]
     total = sum(max(end - start, 0.0) for start, end in own)
     if not anchors or total <= 0:
         return 0.0
     near = sum(max(end - start, 0.0) for start, end in own
                if any(start - a_end <= window_s and a_start - end <= window_s for a_start, a_end in anchors))
     return near / total
+
+
+def span(line: dict[str, Any]) -> tuple[float, float]:
+    """(start_s, end_s) of a line; 0.0 where a time is missing."""
+    return float(line.get("start_s") or 0.0), float(line.get("end_s") or 0.0)
+
+
+def gap_s(earlier: dict[str, Any], later: dict[str, Any]) -> float:
+    """Seconds from the end of ``earlier`` to the start of ``later``."""
+    return span(later)[0] - span(earlier)[1]
 
 
 def line_ref(lines: list[dict[str, Any]], index: int | None) -> str | None:
@@ -114,7 +124,7 @@ def runs_on(first: dict[str, Any], second: dict[str, Any], max_gap_s: float) -> 
     """A sentence running on from one line into the next, under ``max_gap_s`` apart: no final punctuation
     before the cut, or a lower-case start after it."""
     before, after = str(first.get("text") or "").strip(), str(second.get("text") or "").strip()
-    if float(second["start_s"]) - float(first["end_s"]) > max_gap_s:
+    if first.get("end_s") is None or second.get("start_s") is None or gap_s(first, second) > max_gap_s:
         return False
     return not before.endswith((".", "!", "?", "…", '"')) or after[:1].islower()
 
@@ -130,7 +140,7 @@ def sentence_cuts(lines: list[dict[str, Any]], max_gap_s: float) -> dict[int, st
             continue
         if not runs_on(first, second, max_gap_s):
             continue
-        shorter = min((i, i + 1), key=lambda j: float(lines[j]["end_s"]) - float(lines[j]["start_s"]))
+        shorter = min((i, i + 1), key=lambda j: span(lines[j])[1] - span(lines[j])[0])
         doubtful[shorter] = (f"a sentence runs on across the change of speaker between "
                              f"{line_ref(lines, i)} and {line_ref(lines, i + 1)}: this piece's speaker is doubtful")
     return doubtful

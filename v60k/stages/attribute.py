@@ -32,9 +32,11 @@ from v60k.attribution_checks import (
     coverage,
     evidence_totals,
     find_conflicts,
+    gap_s,
     line_ref,
     runs_on,
     sentence_cuts,
+    span,
 )
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
 from v60k.stages.diarize import read_input_json, upstream_reason
@@ -187,7 +189,8 @@ class Attribute(Stage):
         left_null: dict[str, int] = {}
         seconds = {"named_s": 0.0, "null_s": 0.0}
         for index, line in enumerate(out_lines):
-            seconds["named_s" if line["character"] else "null_s"] += max(line["end_s"] - line["start_s"], 0.0)
+            start_s, end_s = span(line)
+            seconds["named_s" if line["character"] else "null_s"] += max(end_s - start_s, 0.0)
             if not line["character"]:
                 status = verdicts.get(line.get("speaker"), {}).get("status", "no_speaker")
                 reason = "sentence_cut" if index in doubtful and status == "named" else status
@@ -290,10 +293,10 @@ def line_clues(lines: list[dict[str, Any]], speakers: list[str], cast: list[str]
         previous = next((j for j in range(i - 1, -1, -1) if turns[j] and turns[j] != speaker), None)
         following = next((j for j in range(i + 1, len(lines)) if turns[j] and turns[j] != speaker), None)
         # an addressee takes a turn of their own: close enough, and not a sentence running on across the change
-        if previous is not None and (_gap_s(lines[previous], line) > settings.answer_window_s
+        if previous is not None and (gap_s(lines[previous], line) > settings.answer_window_s
                                      or runs_on(lines[previous], lines[previous + 1], settings.cut_gap_s)):
             previous = None
-        if following is not None and (_gap_s(line, lines[following]) > settings.answer_window_s
+        if following is not None and (gap_s(line, lines[following]) > settings.answer_window_s
                                       or runs_on(lines[following - 1], lines[following], settings.cut_gap_s)):
             following = None
         for name in cast:
@@ -321,10 +324,6 @@ def line_clues(lines: list[dict[str, Any]], speakers: list[str], cast: list[str]
             if other is not None:
                 clues.append(Clue(other, turns[other], name, "addressed_maybe", weight / 2))
     return clues
-
-
-def _gap_s(earlier: dict[str, Any], later: dict[str, Any]) -> float:
-    return float(later.get("start_s") or 0.0) - float(earlier.get("end_s") or 0.0)
 
 
 def dialogue_evidence(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
