@@ -17,7 +17,7 @@ from typing import Any
 
 ANSWERS = ("yes", "yeah", "yep", "no", "nope", "thanks", "thank you", "sure", "okay", "ok", "right", "sorry",
            "well", "of course", "fine", "alright", "all right")
-REPLIES = ("yes", "yeah", "yep", "no", "nope", "sure", "fine", "of course", "not really", "i am", "i'm fine")
+REPLIES = ("yes", "yeah", "yep", "no", "nope", "sure", "fine", "of course", "not really", "i'm fine")
 _QUESTION_THEN_REPLY = re.compile(rf"\?\s+(?:{'|'.join(re.escape(w) for w in REPLIES)})\b", re.I)
 _REPLY_START = re.compile(rf"^(?:{'|'.join(re.escape(w) for w in REPLIES)})\b", re.I)
 SUPPORT_KINDS = ("self_intro", "addressed")
