@@ -1,16 +1,18 @@
-"""attribute: map each diarization speaker to a character of the cast, or to no one.
+"""attribute: map each diarization speaker to a character of the cast, or to no one, never guessing.
 
-Evidence per (speaker, name), from the dialogue itself:
+Evidence comes from the dialogue itself, each clue tied to the line it is about (v60k.attribution_checks):
 - a vocative or greeting ("Hi Monica", "Ross, are you ...", "..., Monica.") says the current speaker is *not*
   that character, and the addressee is probably the next different speaker (a greeting, a question) or the
   previous one (an answer: "Yes Ross, ..."); when both are the same speaker, that one;
 - a self-introduction ("I'm Ross", "my name is Ross") says the speaker is that character;
 - a third-person mention is weak evidence that the speaker is not that character;
 - optionally, a per-series voice bank (v60k.voice_bank) adds evidence by nearest-neighbour voice match.
-The assignment is one-to-one within a video (Hungarian over the evidence, with a "no one" option for every
-speaker). A speaker's confidence is how clearly its evidence for the chosen name beats its best alternative
-(another name, or no one); below ``min_confidence`` the character stays null. Reads diarization.json (+ info.json
-when the manifest has no cast), writes lines.json.
+A speaker whose own clues contradict each other (two names, calling itself, answering itself) holds two people
+and stays null. The others are assigned one-to-one within a video (Hungarian over the evidence, with a "no one"
+option for every speaker). A name's confidence is how clearly its evidence beats the best alternative times
+the share of the speaker's speech near a line supporting it; below ``min_confidence`` the character stays
+null, with the reason in lines.json. Reads diarization.json (+ info.json when the manifest has no cast), writes
+lines.json.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from v60k.attribution_checks import (
+    ANSWERS,
+    Clue,
+    coverage,
+    evidence_totals,
+    find_conflicts,
+    gap_s,
+    line_ref,
+    runs_on,
+    sentence_cuts,
+    span,
+)
 from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
 from v60k.stages.diarize import read_input_json, upstream_reason
 from v60k.voice_bank import VoiceBank
@@ -31,8 +45,6 @@ from v60k.workdir import read_json, write_json
 
 GREETINGS = ("hi", "hey", "hello", "morning", "good morning", "good evening", "good night", "bye", "goodbye",
              "welcome", "excuse me", "listen", "look", "come on", "oh", "dear")
-ANSWERS = ("yes", "yeah", "yep", "no", "nope", "thanks", "thank you", "sure", "okay", "ok", "right", "sorry",
-           "well", "of course", "fine", "alright", "all right")
 SELF_INTRODUCTIONS = (r"\bI\s*'?\s*a?m\s+{name}\b", r"\bI am\s+{name}\b", r"\bmy name is\s+{name}\b",
                       r"\bthis is\s+{name}\s+(?:speaking|here)\b", r"\bit\s*'?s\s+(?:me,?\s+)?{name}\b(?!\s*'s)",
                       r"\bcall me\s+{name}\b")
@@ -49,12 +61,19 @@ class AttributeSettings(StageSettings):
     self_intro_weight: float = 2.0
     mention_penalty: float = 0.3
     confidence_slope: float = 3.0
+    cut_gap_s: float = Field(0.25, ge=0.0, description="a sentence running on across a change of speaker with "
+                             "less than this between the pieces: the shorter piece stays null")
+    support_window_s: float = Field(30.0, ge=0.0, description="a speaker's speech this close to a line supporting "
+                                    "a name counts as covered by that evidence")
+    answer_window_s: float = Field(10.0, ge=0.0, description="the addressee of a vocative is a speaker talking "
+                                   "this close to it; with none, the vocative is unanswered")
     # per-series voice bank
     voice_bank: bool = True
     bank_match_cosine: float = 0.85
     bank_margin: float = 0.05
     bank_weight: float = 1.5
-    bank_min_confidence: float = 0.8
+    bank_min_confidence: float = Field(0.8, description="strength a named speaker needs to enter the voice bank")
+    bank_min_coverage: float = Field(0.8, description="coverage a named speaker needs to enter the voice bank")
     # LLM arbitration of low-confidence speakers (off by default; see docs/diarization.md)
     llm_arbitration: bool = False
     max_cast_from_info: int = 12
@@ -62,7 +81,7 @@ class AttributeSettings(StageSettings):
 
 class Attribute(Stage):
     name = "attribute"
-    version = "1"
+    version = "2"
     requires = ("diarize",)
     Settings = AttributeSettings
 
@@ -122,46 +141,68 @@ class Attribute(Stage):
         dialogue = " ".join(str(ln.get("text") or "") for ln in lines)
         cast, cast_source = resolve_cast(video, paths.info_json, paths.root, dialogue, self.settings.max_cast_from_info)
         speakers = sorted(diarization.get("speakers") or {})
-        evidence = dialogue_evidence(lines, speakers, cast, self.settings)
-        bank_used = 0
+        clues = line_clues(lines, speakers, cast, self.settings)
         bank = None
         if self.settings.voice_bank and video.series and self.context is not None and cast:
             bank = VoiceBank.for_series(self.workdir, video.series)
-            bank_used = add_voice_bank_evidence(evidence, diarization["speakers"], cast, bank, video.video_id,
-                                                self.settings)
-        assignment = assign(evidence, speakers, cast, self.settings)
+            clues += voice_bank_clues(diarization["speakers"], cast, bank, video.video_id, self.settings)
+        verdicts = attribute_speakers(clues, lines, speakers, cast, self.settings)
         usage: dict[str, float] = {}
         if self.settings.llm_arbitration and cast and self._llm is not None:
             before = self._llm.meter.snapshot()
-            assignment = arbitrate_with_llm(assignment, lines, cast, self.context, complete=self._ask_llm,
-                                            confidence=self.settings.min_confidence)
+            open_to_ask = {s: (v["character"], v["confidence"]) for s, v in verdicts.items()
+                           if v["status"] != "conflict"}
+            answered = arbitrate_with_llm(open_to_ask, lines, cast, self.context, complete=self._ask_llm,
+                                          confidence=self.settings.min_confidence)
+            for speaker, (character, confidence) in answered.items():
+                if character and not verdicts[speaker]["character"]:
+                    verdicts[speaker].update(character=character, confidence=confidence, status="llm",
+                                             reason="named by LLM arbitration at the threshold confidence")
             usage = (self._llm.meter.snapshot() - before).to_dict()
-        speaker_out = {
-            s: {"character": assignment[s][0], "confidence": round(assignment[s][1], 3),
-                "evidence": {n: round(v, 3) for n, v in evidence[s].items() if v}}
-            for s in speakers
-        }
+        speaker_out = {s: {**verdicts[s], "confidence": round(verdicts[s]["confidence"], 3)} for s in speakers}
+        doubtful = sentence_cuts(lines, self.settings.cut_gap_s) if cast else {}
         out_lines = []
-        for line in lines:
-            character, confidence = assignment.get(line.get("speaker"), (None, 0.0))
+        for index, line in enumerate(lines):
+            verdict = verdicts.get(line.get("speaker"), {"character": None, "confidence": 0.0})
+            character, confidence = verdict["character"], verdict["confidence"]
+            if index in doubtful and character:
+                character, confidence = None, 1.0 - confidence
             out_lines.append({**{k: v for k, v in line.items() if k != "words"}, "character": character,
                               "confidence": round(confidence, 3), "words": line.get("words", [])})
         document: dict[str, Any] = {"cast": cast, "cast_source": cast_source, "speakers": speaker_out,
                                     "lines": out_lines}
+        if doubtful:
+            document["line_notes"] = {line_ref(lines, i): reason for i, reason in sorted(doubtful.items())}
         if not cast:
             document["note"] = "no cast list (manifest, title, description, subtitles): every character is null"
         write_json(paths.lines_json, document)
         if bank is not None:
-            confident = {assignment[s][0]: diarization["speakers"][s]["embedding"] for s in speakers
-                         if assignment[s][0] and assignment[s][1] >= self.settings.bank_min_confidence
+            confident = {verdicts[s]["character"]: diarization["speakers"][s]["embedding"] for s in speakers
+                         if verdicts[s]["status"] == "named"
+                         and verdicts[s]["strength"] >= self.settings.bank_min_confidence
+                         and verdicts[s]["coverage"] >= self.settings.bank_min_coverage
                          and diarization["speakers"][s].get("embedding")}
             bank.update(video.video_id, confident)
+        bank_used = sum(1 for c in clues if c.kind == "voice_bank")
+        statuses = [v["status"] for v in verdicts.values()]
         named = sum(1 for ln in out_lines if ln["character"])
+        left_null: dict[str, int] = {}
+        seconds = {"named_s": 0.0, "null_s": 0.0}
+        for index, line in enumerate(out_lines):
+            start_s, end_s = span(line)
+            seconds["named_s" if line["character"] else "null_s"] += max(end_s - start_s, 0.0)
+            if not line["character"]:
+                status = verdicts.get(line.get("speaker"), {}).get("status", "no_speaker")
+                reason = "sentence_cut" if index in doubtful and status == "named" else status
+                left_null[reason] = left_null.get(reason, 0) + 1
         return StageResult(
             outputs={"lines": paths.lines_json.name},
             metrics={"cast_size": len(cast), "cast_source": cast_source, "speakers": len(speakers),
                      "named_speakers": sum(1 for s in speaker_out.values() if s["character"]),
                      "lines": len(out_lines), "named_lines": named, "voice_bank_matches": bank_used,
+                     "conflicted_speakers": statuses.count("conflict"),
+                     "items": {"done": named, "rejected": left_null, "failed": {}},
+                     "totals": {k: round(v, 3) for k, v in seconds.items()},
                      "llm_arbitration": ("on" if self._llm is not None else "no_llm_endpoint")
                      if self.settings.llm_arbitration else "off"},
             usage=usage,
@@ -237,63 +278,79 @@ def mentions(text: str, name: str) -> int:
     return len(re.findall(rf"\b{_name_pattern(name)}\b", text))
 
 
-def dialogue_evidence(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
-                      settings: AttributeSettings) -> dict[str, dict[str, float]]:
-    """Evidence[speaker][name] from vocatives, self-introductions and mentions (see the module docstring)."""
-    evidence = {s: dict.fromkeys(cast, 0.0) for s in speakers}
-    turns = [ln.get("speaker") for ln in lines]
+def line_clues(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+               settings: AttributeSettings) -> list[Clue]:
+    """Every piece of dialogue evidence, tied to the line it is about (see the module docstring). A line whose
+    speaker is doubtful (``sentence_cuts``) gives no clue and is nobody's addressee."""
+    known = set(speakers)
+    clues: list[Clue] = []
+    doubtful = sentence_cuts(lines, settings.cut_gap_s)
+    turns = [ln.get("speaker") if i not in doubtful else None for i, ln in enumerate(lines)]
     for i, line in enumerate(lines):
-        speaker, text = line.get("speaker"), str(line.get("text") or "")
-        if speaker not in evidence:
+        speaker, text = turns[i], str(line.get("text") or "")
+        if speaker not in known:
             continue
-        previous = next((s for s in reversed(turns[:i]) if s and s != speaker), None)
-        following = next((s for s in turns[i + 1 :] if s and s != speaker), None)
+        previous = next((j for j in range(i - 1, -1, -1) if turns[j] and turns[j] != speaker), None)
+        following = next((j for j in range(i + 1, len(lines)) if turns[j] and turns[j] != speaker), None)
+        # an addressee takes a turn of their own: close enough, and not a sentence running on across the change
+        if previous is not None and (gap_s(lines[previous], line) > settings.answer_window_s
+                                     or runs_on(lines[previous], lines[previous + 1], settings.cut_gap_s)):
+            previous = None
+        if following is not None and (gap_s(line, lines[following]) > settings.answer_window_s
+                                      or runs_on(lines[following - 1], lines[following], settings.cut_gap_s)):
+            following = None
         for name in cast:
             if is_self_introduction(text, name):
-                evidence[speaker][name] += settings.self_intro_weight
+                clues.append(Clue(i, speaker, name, "self_intro", settings.self_intro_weight))
                 continue
             kinds = find_vocatives(text, name)
             if not kinds:
                 if mentions(text, name):
-                    evidence[speaker][name] -= settings.mention_penalty
+                    clues.append(Clue(i, speaker, name, "mention", -settings.mention_penalty))
                 continue
-            evidence[speaker][name] -= settings.vocative_weight  # one does not call oneself by name
-            for kind in kinds[:1]:
-                weight = settings.vocative_weight
-                if previous and previous == following:
-                    evidence[previous][name] += 1.5 * weight
-                    continue
-                likely, other = (previous, following) if kind == "answer" else (following, previous)
-                if likely is None:
-                    likely, other = other, None
-                if likely:
-                    evidence[likely][name] += weight
-                if other:
-                    evidence[other][name] += weight / 2
-    return evidence
+            answered = previous is not None or following is not None
+            clues.append(Clue(i, speaker, name, "addresses" if answered else "addresses_unanswered",
+                              -settings.vocative_weight))  # one does not call oneself by name
+            weight = settings.vocative_weight
+            if previous is not None and following is not None and turns[previous] == turns[following]:
+                clues.append(Clue(following if kinds[0] == "greeting" else previous, turns[previous], name,
+                                  "addressed", 1.5 * weight))
+                continue
+            likely, other = (previous, following) if kinds[0] == "answer" else (following, previous)
+            if likely is None:
+                likely, other = other, None
+            if likely is not None:
+                clues.append(Clue(likely, turns[likely], name, "addressed", weight))
+            if other is not None:
+                clues.append(Clue(other, turns[other], name, "addressed_maybe", weight / 2))
+    return clues
 
 
-def add_voice_bank_evidence(evidence: dict[str, dict[str, float]], speakers: dict[str, Any], cast: list[str],
-                            bank: VoiceBank, video_id: str, settings: AttributeSettings) -> int:
-    """Bank voices close to a speaker's embedding (threshold and margin) add evidence for that name."""
-    used = 0
+def dialogue_evidence(lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+                      settings: AttributeSettings) -> dict[str, dict[str, float]]:
+    """Evidence[speaker][name]: the sum of the speaker's clues (``line_clues``)."""
+    return evidence_totals(line_clues(lines, speakers, cast, settings), speakers, cast)
+
+
+def voice_bank_clues(speakers: dict[str, Any], cast: list[str], bank: VoiceBank, video_id: str,
+                     settings: AttributeSettings) -> list[Clue]:
+    """A whole-cluster clue for the bank's nearest name when it is close and clearly ahead."""
+    clues = []
     for speaker, info in speakers.items():
         matches = bank.match(info.get("embedding"), exclude_video=video_id)
         if matches and matches[0].name in cast and matches[0].similarity >= settings.bank_match_cosine \
                 and matches[0].margin >= settings.bank_margin:
-            evidence[speaker][matches[0].name] += settings.bank_weight
-            used += 1
-    return used
+            clues.append(Clue(None, speaker, matches[0].name, "voice_bank", settings.bank_weight))
+    return clues
 
 
 # ---- assignment ---------------------------------------------------------------------------------
 def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: list[str],
            settings: AttributeSettings) -> dict[str, tuple[str | None, float]]:
-    """One-to-one speaker → name (or no one) maximising the evidence; (character or None, confidence).
+    """One-to-one speaker → name (or no one) maximising the evidence; (name or None, strength).
 
-    The confidence is that of the value given, null included: a name's is how clearly its evidence beats the
-    speaker's best alternative; a null's is how clearly "no one" beats the speaker's best name (or, for a name
-    that fell below ``min_confidence``, one minus that name's confidence)."""
+    A name's strength is how clearly its evidence beats the speaker's best alternative (another name, or no
+    one); a None's is how clearly "no one" beats the speaker's best name."""
     result: dict[str, tuple[str | None, float]] = {s: (None, 0.0) for s in speakers}
     if not speakers or not cast:
         return result
@@ -307,13 +364,64 @@ def assign(evidence: dict[str, dict[str, float]], speakers: list[str], cast: lis
         speaker = speakers[row]
         if col >= len(cast):
             best = float(scores[row].max())
-            result[speaker] = (None, round(_sigmoid(settings.confidence_slope * (settings.no_one_score - best)), 3))
+            result[speaker] = (None, _sigmoid(settings.confidence_slope * (settings.no_one_score - best)))
             continue
         alternatives = [settings.no_one_score, *(scores[row, j] for j in range(len(cast)) if j != col)]
-        margin = float(scores[row, col] - max(alternatives))
-        confidence = _sigmoid(settings.confidence_slope * margin)
-        result[speaker] = (cast[col], confidence) if confidence >= settings.min_confidence else (None, 1 - confidence)
+        result[speaker] = (cast[col], _sigmoid(settings.confidence_slope * float(scores[row, col] - max(alternatives))))
     return result
+
+
+def attribute_speakers(clues: list[Clue], lines: list[dict[str, Any]], speakers: list[str], cast: list[str],
+                       settings: AttributeSettings) -> dict[str, dict[str, Any]]:
+    """Per speaker: character (or None), confidence, status, reason, coverage, evidence, conflicts.
+
+    A speaker whose own evidence contradicts itself (``find_conflicts``) is left null with status
+    ``conflict``. The others share the names one-to-one (``assign``); a name is given only when
+    ``strength × coverage`` (how clearly it beats the alternatives × the share of the speaker's speech near a
+    line supporting it) reaches ``min_confidence``; otherwise null with status ``low_confidence``."""
+    evidence = evidence_totals(clues, speakers, cast)
+    conflicts = {s: find_conflicts(clues, s, lines) for s in speakers}
+    picks = assign(evidence, [s for s in speakers if not conflicts[s]], cast, settings)
+    verdicts: dict[str, dict[str, Any]] = {}
+    for speaker in speakers:
+        verdict: dict[str, Any] = {"character": None, "confidence": 0.0,
+                                   "evidence": {n: round(v, 3) for n, v in evidence[speaker].items() if v}}
+        if not cast:
+            verdict.update(status="no_cast", reason="no cast list")
+        elif conflicts[speaker]:
+            verdict.update(status="conflict", confidence=1.0, conflicts=conflicts[speaker],
+                           reason="the cluster's own evidence points to more than one person: "
+                                  + "; ".join(_describe(c) for c in conflicts[speaker]))
+        else:
+            name, strength = picks[speaker]
+            if name is None:
+                verdict.update(status="no_evidence", confidence=strength,
+                               reason="no name's evidence beats 'no one'")
+            else:
+                covered = coverage(clues, speaker, name, lines, settings.support_window_s)
+                confidence = strength * covered
+                verdict.update(coverage=round(covered, 3), strength=round(strength, 3), candidate=name)
+                if confidence >= settings.min_confidence:
+                    verdict.update(character=name, confidence=confidence, status="named",
+                                   reason=f"{name}: strength {strength:.2f} × coverage {covered:.2f}")
+                else:
+                    verdict.update(confidence=1.0 - confidence, status="low_confidence",
+                                   reason=f"{name}: strength {strength:.2f} × coverage {covered:.2f} = "
+                                          f"{confidence:.2f} < {settings.min_confidence}")
+        verdict["clues"] = [{"line": line_ref(lines, c.line), "name": c.name, "kind": c.kind}
+                            for c in clues if c.speaker == speaker and c.kind != "mention"]
+        verdicts[speaker] = verdict
+    return verdicts
+
+
+def _describe(conflict: dict[str, Any]) -> str:
+    if conflict["kind"] == "two_names":
+        return f"supported as {' and '.join(conflict['names'])} ({', '.join(conflict['lines'])})"
+    if conflict["kind"] == "self_address":
+        return f"calls {conflict['name']} ({conflict['line']}) and is supported as {conflict['name']}"
+    if conflict["kind"] == "self_answer":
+        return f"answers its own question ({conflict['line']})"
+    return f"calls {conflict['name']} ({conflict['line']}) with no other speaker around to answer"
 
 
 def _sigmoid(x: float) -> float:
