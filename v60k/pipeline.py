@@ -22,7 +22,7 @@ from v60k.executors import Executor, StageSpec, make_executor
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
 from v60k.stage import Resources, Stage, StageContext, Video
-from v60k.stages import STAGE_ORDER, stage_class
+from v60k.stages import STAGE_ORDER, registered_stages, stage_class
 from v60k.workdir import WorkDir
 
 StageRef = str | type[Stage]
@@ -161,7 +161,9 @@ def run(
     progress = progress or Progress()
     selected = resolve_stages(stages if stages is not None else config.stages)
     involved = _with_requirements(selected)
-    requires = {c.name: c.requires for c in involved}
+    # every registered reader too: a stage re-queued here re-queues later stages this run does not select
+    requires = {c.name: c.requires for c in (*registered_stages(), *involved)}
+    order = [*STAGE_ORDER, *(c.name for c in involved if c.name not in STAGE_ORDER)]
     built = {c.name: build_stage(c, config, workdir) for c in involved}
     specs = {name: StageSpec.of(stage, stage_resources(stage, config)) for name, stage in built.items()}
     fingerprints = {name: stage.fingerprint() for name, stage in built.items()}
@@ -185,7 +187,7 @@ def run(
         if force:
             for klass in selected:
                 catalog.force(klass.name, sorted(subset) if subset is not None else None)
-        catalog.propagate_pending(requires, [c.name for c in involved])
+        catalog.propagate_pending(requires, order)
 
         if executor is None or isinstance(executor, str):
             runner = make_executor(executor or config.executor, workers or config.workers, ray_address or config.ray_address)

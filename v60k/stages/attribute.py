@@ -63,7 +63,8 @@ class AttributeSettings(StageSettings):
 class Attribute(Stage):
     name = "attribute"
     version = "1"
-    requires = ("diarize",)
+    reads = ("info", "diarization")
+    writes = ("lines",)
     Settings = AttributeSettings
 
     settings: AttributeSettings
