@@ -27,6 +27,7 @@ from v60k.catalog import Catalog
 from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
 from v60k.dataset.splits import plan_splits
 from v60k.stage import Video
+from v60k.stages import Derived, stage_documents
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,8 @@ class ShardSummary:
 # ------------------------------------------------------------------------------------------ reading
 
 
-STAGE_FILES = {"download": "info_json", "scenes": "scenes_json", "transcribe": "transcript_json",
-               "diarize": "diarization_json", "attribute": "lines_json", "clips": "clips_json",
-               "sample": "frames_json", "generate": "generation_json"}
+# stage -> the VideoPaths property of the document it writes (derived from the stage registry)
+STAGE_FILES = Derived(lambda: {stage: doc.paths_attribute() for stage, doc in stage_documents().items()})
 
 
 class VideoReader:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Generic, TypeVar
 
+from v60k.documents import DOCUMENTS, Document
 from v60k.stage import Stage
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 STAGE_SUMMARIES: dict[str, str] = {
     "download": "Download each manifest URL with yt-dlp (format cap, info.json, creator subtitles).",
@@ -66,6 +71,50 @@ def stage_class(name: str) -> type[Stage]:
 def writers() -> dict[str, str]:
     """Document (or media file) name -> the registered stage that writes it."""
     return {doc: klass.name for klass in registered_stages() for doc in klass.writes}
+
+
+def stage_documents() -> dict[str, type[Document]]:
+    """Each registered stage's own document: the first JSON document it writes (download: info.json)."""
+    return {klass.name: DOCUMENTS[doc] for klass in registered_stages()
+            for doc in [next((d for d in klass.writes if d in DOCUMENTS), None)] if doc}
+
+
+def stages_through(document: str) -> tuple[str, ...]:
+    """The stage that writes ``document`` and, transitively, every stage it requires, in pipeline order."""
+    by_name = {klass.name: klass for klass in registered_stages()}
+    wanted, queue = set(), [writers()[document]]
+    while queue:
+        name = queue.pop()
+        if name not in wanted:
+            wanted.add(name)
+            queue.extend(by_name[name].requires)
+    return tuple(name for name in STAGE_ORDER if name in wanted)
+
+
+class Derived(Mapping[K, V], Generic[K, V]):
+    """A read-only mapping computed from the registered stages when first used: a module can define a
+    constant from the registry without importing every stage module when it is imported."""
+
+    def __init__(self, compute: Callable[[], Mapping[K, V]]):
+        self._compute = compute
+        self._value: Mapping[K, V] | None = None
+
+    def _mapping(self) -> Mapping[K, V]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: K) -> V:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return repr(dict(self._mapping()))
 
 
 def _load(name: str) -> type[Stage]:
