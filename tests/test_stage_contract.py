@@ -76,8 +76,11 @@ def test_documents_read_todays_files_keep_unknown_fields_and_explain_bad_ones(tm
     scenes.save(paths)
     again = documents.load(paths, documents.Scenes)
     assert again.motion.to_dict()["dhash"] == ["a1b2c3d4e5f60718", "00000000000000ff"]
-    assert (again.model_extra or {})["warnings"] == ["kept"] and "has_audio" not in again.stream.model_dump(
-        exclude_unset=True)
+    assert (again.model_extra or {})["warnings"] == ["kept"] and again.stream.duration_s == 4.0
+    profile = documents.Motion(fps=2.0)  # filled after construction: still written whole
+    profile.add(0.0, 0.0, 5)
+    documents.Scenes(motion=profile).save(paths)
+    assert documents.Scenes.load(paths).motion == profile
     write_json(paths.clips_json, {"clips": [{"clip_id": "c0", "start_s": 0.0}]})
     with pytest.raises(DocumentError, match=r"clips.json is not valid: clips.0.end_s"):
         documents.Clips.load(paths)

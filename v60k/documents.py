@@ -66,8 +66,8 @@ class Document(Part):
             raise DocumentError(f"{path.name} is not valid JSON: {exc}") from exc
 
     def save(self, paths: VideoPaths) -> Path:
-        """Write atomically; fields never set (defaults) are left out, as the stages always wrote them."""
-        return write_json(self.path(paths), self.model_dump(mode="json", exclude_unset=True))
+        """Write atomically (every field, then the extra ones)."""
+        return write_json(self.path(paths), self.model_dump(mode="json"))
 
 
 D = TypeVar("D", bound=Document)
