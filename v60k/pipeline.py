@@ -81,6 +81,7 @@ class _RunLock:
 
 
 def resolve_stages(stages: Sequence[StageRef] | None) -> list[type[Stage]]:
+    registered_stages()  # registered classes get their derived ``requires``, also those passed as classes
     names = list(stages) if stages else list(STAGE_ORDER)
     return [stage_class(s) if isinstance(s, str) else s for s in names]
 
