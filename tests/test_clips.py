@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from v60k.documents import Line, Scenes
 from v60k.stage import SkipVideo, StageContext, Video
 from v60k.stages.clips import BOUNDARY_TOLERANCE_S, Clips, ClipsSettings, make_clips
 from v60k.workdir import WorkDir, read_json, write_json
@@ -15,6 +16,13 @@ def scenes_doc(bounds: list[float]) -> dict:
     return {"stream": {"duration_s": bounds[-1]},
             "scenes": [{"index": i, "start_s": a, "end_s": b, "start_frame": int(a * 25), "end_frame": int(b * 25)}
                        for i, (a, b) in enumerate(zip(bounds, bounds[1:]))]}
+
+
+def clips_of(bounds: list[float], lines: list[dict], settings: ClipsSettings) -> list[dict]:
+    """make_clips on the documents these dicts describe, back as dicts."""
+    clips = make_clips("v", Scenes.model_validate(scenes_doc(bounds)), [Line.model_validate(ln) for ln in lines],
+                       settings)
+    return [c.model_dump() for c in clips]
 
 
 def line(line_id: str, start: float, end: float, character: str | None = "Ross") -> dict:
@@ -41,13 +49,13 @@ def check_invariants(clips: list[dict], bounds: list[float], lines: list[dict], 
 def test_scenes_are_grouped_towards_the_target_within_min_and_max():
     bounds = [0, 10, 25, 40, 70, 100, 130, 136, 150, 200, 330, 345]
     settings = ClipsSettings(min_s=30, target_s=60, max_s=120)
-    clips = make_clips("v", scenes_doc(bounds), [], settings)
+    clips = clips_of(bounds, [], settings)
     check_invariants(clips, bounds, [], settings)
     spans = [(c["start_s"], c["end_s"]) for c in clips]
     # a 130 s scene cannot be cut; the 15 s tail cannot join it without passing max_s
     assert spans == [(0, 70), (70, 130), (130, 200), (200, 330), (330, 345)]
     assert [c["clip_id"] for c in clips] == [f"v-c{i:03d}" for i in range(5)] and clips[4]["index"] == 4
-    short_tail = make_clips("v", scenes_doc([0, 50, 100, 110]), [], settings)
+    short_tail = clips_of([0, 50, 100, 110], [], settings)
     assert [(c["start_s"], c["end_s"]) for c in short_tail] == [(0, 50), (50, 110)]  # the tail joins
 
 
@@ -55,10 +63,10 @@ def test_a_line_across_a_cut_keeps_its_scenes_in_one_clip():
     bounds = [0, 30, 60, 90]
     settings = ClipsSettings(min_s=30, target_s=30, max_s=60)
     lines = [line("L0000", 5, 8), line("L0001", 28, 33), line("L0002", 70, 75)]
-    clips = make_clips("v", scenes_doc(bounds), lines, settings)
+    clips = clips_of(bounds, lines, settings)
     assert [c["scene_indices"] for c in clips] == [[0, 1], [2]]
     assert [c["line_ids"] for c in clips] == [["L0000", "L0001"], ["L0002"]]
-    without_line = make_clips("v", scenes_doc(bounds), [line("L0001", 28, 29.9)], settings)
+    without_line = clips_of(bounds, [line("L0001", 28, 29.9)], settings)
     assert [c["scene_indices"] for c in without_line] == [[0], [1], [2]]
 
 
@@ -76,7 +84,7 @@ def test_random_videos_keep_every_invariant(seed):
             lines.append(line(f"L{len(lines):04d}", round(start, 2), round(end, 2)))
         t = end
     settings = ClipsSettings(min_s=30, target_s=60, max_s=120)
-    check_invariants(make_clips("v", scenes_doc(bounds), lines, settings), bounds, lines, settings)
+    check_invariants(clips_of(bounds, lines, settings), bounds, lines, settings)
 
 
 def make_video(tmp_path, bounds=None, lines=None):

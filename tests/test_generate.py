@@ -331,11 +331,13 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
 
 # ---------------------------------------------------------------------------------------------------- pipeline
 def pipeline_workdir(root: Path) -> WorkDir:
-    """A work dir whose speech stages are done for one video (scenes.json and lines.json in place)."""
+    """A work dir whose speech stages are done for one video (source, scenes.json and lines.json in place)."""
     from v60k.catalog import Catalog, ItemOutcome
+    from v60k.samples import build_scene_video
 
     video = make_video(root)
     video.paths.clips_json.unlink()
+    build_scene_video(video.dir / "source.mp4", [40.0, 50.0, 40.0], width=64, height=36, fps=5, audio=False)
     write_json(video.paths.scenes_json, {"stream": {"duration_s": 130.0}, "scenes": [
         {"index": i, "start_s": a, "end_s": b, "start_frame": 0, "end_frame": 0}
         for i, (a, b) in enumerate([(0.0, 40.0), (40.0, 90.0), (90.0, 130.0)])]})
@@ -357,7 +359,8 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
     clips = {"min_s": 30, "target_s": 40, "max_s": 60}
     with OpenAIServer(scripted, hold_batches=True) as server:
         workdir = pipeline_workdir(tmp_path / "sync")
-        config = PipelineConfig(stages=["clips", "generate"], llm=llm_section(server), stage_settings={"clips": clips})
+        config = PipelineConfig(stages=["clips", "sample", "generate"], llm=llm_section(server),
+                                stage_settings={"clips": clips})
         summary = pipeline.run(workdir, config=config, progress=Progress())
         assert summary.counts["generate"]["done"] == 1 and summary.failed == 0
         usage = pipeline.status(workdir)["usage"]["generate"]

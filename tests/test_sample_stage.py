@@ -57,7 +57,7 @@ def make_video(tmp_path: Path, rendered: tuple[Path, dict], *, scenes_json: bool
 
 
 def test_registered_after_clips() -> None:
-    assert stage_class("sample") is Sample and Sample.requires == ("clips",)
+    assert stage_class("sample") is Sample and Sample.requires == ("download", "scenes", "clips")
 
 
 def test_frames_for_every_clip_in_temporal_order(tmp_path: Path, rendered: tuple[Path, dict]) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from v60k import sampler
+from v60k.documents import Motion
 from v60k.media import MediaError, probe
-from v60k.sampler import Motion, SamplerSettings, frame_budget, hamming, plan
+from v60k.sampler import SamplerSettings, frame_budget, hamming, plan
 from v60k.samples import build_scene_video
 
 SCENE_LENGTHS = [3.0, 5.0, 2.0, 6.0, 4.0]
@@ -30,7 +31,7 @@ def synthetic_motion(duration_s: float, fps: float = 5.0, *, score=lambda t: 1.0
     """A made-up profile: distinct hashes unless ``hash_of`` says otherwise."""
     times = [round(k / fps, 4) for k in range(int(duration_s * fps))]
     hashes = [hash_of(t) if hash_of else random.Random(k).getrandbits(64) for k, t in enumerate(times)]
-    return Motion(times, [score(t) for t in times], hashes, fps)
+    return Motion(times_s=times, scores=[score(t) for t in times], dhash=hashes, fps=fps)
 
 
 def test_budget_denser_for_short_clips_and_capped() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from v60k import pipeline
+from v60k import documents, pipeline
 from v60k.catalog import Catalog, ItemOutcome
 from v60k.config import PipelineConfig
 from v60k.executors.base import run_one
@@ -253,5 +253,8 @@ def test_pipeline_runs_the_scenes_stage_after_download(media: dict[str, Any], tm
     assert [(f["error_class"], f["example_video"]) for f in summary.failures] == [("not_a_video", "broken")]
     doc = read_json(work.paths("good").scenes_json)
     assert [s["start_frame"] for s in doc["scenes"][1:]] == media["truth"] and doc["motion"]["fps"] == 2.0
+    motion = doc["motion"]  # written whole, hashes as 16 hex digits, and readable by the sampler's model
+    assert len(motion["times_s"]) == len(motion["scores"]) == len(motion["dhash"]) > 5
+    assert documents.Scenes.load(work.paths("good")).motion.covers(0.0, motion["times_s"][-1])
     again = pipeline.run(work, config=config, stages=["scenes"], workers=1)
     assert again.processed == {"scenes": 0}

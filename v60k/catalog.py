@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,6 @@ STATES = ("pending", "running", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")
 UPSTREAM_FAILED = "upstream_failed"
 EXPANDED = "expanded"  # a playlist/channel row: its entries became videos of their own; no later stage applies
-# each stage's documented JSON output (a ``VideoPaths`` attribute): the shard writer reads them, and a rebuilt
-# catalog marks a stage done where its file is there
-STAGE_OUTPUTS = {"download": "info_json", "scenes": "scenes_json", "transcribe": "transcript_json",
-                 "diarize": "diarization_json", "attribute": "lines_json", "clips": "clips_json",
-                 "sample": "frames_json", "generate": "generation_json"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (
@@ -581,11 +576,12 @@ class Catalog:
         return health
 
     @classmethod
-    def rebuild(cls, workdir: WorkDir | str | Path,
+    def rebuild(cls, workdir: WorkDir | str | Path, stage_outputs: Mapping[str, str],
                 manifest_rows: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
         """Repair what ``diagnose`` found: a missing, empty or damaged catalog is moved aside (never deleted) and
         rebuilt from ``videos/<id>/``; video folders the catalog does not know are added to it. ``manifest_rows``
-        (the manifest's rows) give back what no output file holds: series, cast, the manifest's URL."""
+        (the manifest's rows) give back what no output file holds: series, cast, the manifest's URL.
+        ``stage_outputs`` ({stage: VideoPaths attribute of its JSON output}) says which stages a file marks done."""
         workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
         health = cls.diagnose(workdir)
         result: dict[str, Any] = {"state": health["state"], "moved_aside": [], "videos": 0, "stages": {}}
@@ -606,11 +602,11 @@ class Catalog:
                 with catalog._tx():
                     catalog.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rebuilt_at', ?)",
                                        (str(time.time()),))
-            recovered = catalog.recover_videos(manifest_rows, ids)
+            recovered = catalog.recover_videos(stage_outputs, manifest_rows, ids)
         result.update(videos=recovered.pop("videos"), stages=recovered)
         return result
 
-    def recover_videos(self, manifest_rows: Iterable[dict[str, Any]] = (),
+    def recover_videos(self, stage_outputs: Mapping[str, str], manifest_rows: Iterable[dict[str, Any]] = (),
                        video_ids: Sequence[str] | None = None) -> dict[str, int]:
         """Catalog rows for video folders (all, or ``video_ids``) from their outputs: the video from
         ``info.json`` (and the manifest row of the same id, when given), and ``done`` for every stage whose
@@ -621,7 +617,7 @@ class Catalog:
         rows, done = [], []
         for vid in ids:
             paths = VideoPaths(self.workdir.video_dir(vid))
-            docs = {stage: _read_or_none(getattr(paths, attr)) for stage, attr in STAGE_OUTPUTS.items()}
+            docs = {stage: _read_or_none(getattr(paths, attr)) for stage, attr in stage_outputs.items()}
             info, given = docs["download"] or {}, by_id.get(vid, {})
             url = given.get("source_url") or info.get("webpage_url") or f"recovered:{vid}"
             if url in taken:
@@ -633,7 +629,7 @@ class Catalog:
                          "license": given.get("license") or info.get("license"),
                          "title": given.get("title") or info.get("title"),
                          "extra": {**(given.get("extra") or {}), "recovered": True}})
-            for stage, attr in STAGE_OUTPUTS.items():
+            for stage, attr in stage_outputs.items():
                 if docs[stage] is not None:
                     done.append((vid, stage, getattr(paths, attr).stat().st_mtime, getattr(paths, attr).name))
         added, _ = self.add_videos(rows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -136,11 +135,6 @@ def cut(src: str | Path, dst: str | Path, start_s: float, end_s: float, reencode
         opts: dict[str, Any] = {"c": "copy"} if not reencode else {"vcodec": "libx264", "preset": "veryfast", "acodec": "aac"}
         _run(stream.output(str(tmp), format=dst.suffix.lstrip(".") or "mp4", **opts).overwrite_output(), "cut")
     return dst
-
-
-def ffmpeg_version() -> str:
-    out = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout
-    return out.splitlines()[0] if out else "unknown"
 
 
 @dataclass

@@ -30,7 +30,7 @@ from v60k.locks import WorkDirBusy as WorkDirBusy  # re-exported: callers catch 
 from v60k.manifest import Manifest, load_manifest
 from v60k.progress import Progress
 from v60k.stage import Resources, Stage, StageContext, Video
-from v60k.stages import STAGE_ORDER, stage_class
+from v60k.stages import STAGE_ORDER, registered_stages, stage_class
 from v60k.workdir import WorkDir
 
 StageRef = str | type[Stage]
@@ -63,6 +63,7 @@ class RunSummary:
 
 
 def resolve_stages(stages: Sequence[StageRef] | None) -> list[type[Stage]]:
+    registered_stages()  # registered classes get their derived ``requires``, also those passed as classes
     names = list(stages) if stages else list(STAGE_ORDER)
     return [stage_class(s) if isinstance(s, str) else s for s in names]
 
@@ -279,7 +280,9 @@ def execute(
     _ensure_writable(workdir)
     progress = progress or Progress()
     selected, involved = the_plan.selected, the_plan.involved
-    requires = {c.name: c.requires for c in involved}
+    # every registered reader too: a stage re-queued here re-queues later stages this run does not select
+    requires = {c.name: c.requires for c in (*registered_stages(), *involved)}
+    order = [*STAGE_ORDER, *(c.name for c in involved if c.name not in STAGE_ORDER)]
     with _RunLock(workdir.lock_path), open_catalog(workdir) as catalog:
         manifest_info = ingest_manifest(catalog, the_plan.manifest) if the_plan.manifest is not None else {}
         for rejected in manifest_info.get("rejected", []):
@@ -302,7 +305,7 @@ def execute(
         if the_plan.force:
             for klass in selected:
                 catalog.force(klass.name, sorted(subset) if subset is not None else None)
-        catalog.propagate_pending(requires, [c.name for c in involved])
+        catalog.propagate_pending(requires, order)
 
         if executor is None or isinstance(executor, str):
             runner = make_executor(executor or config.executor, workers or config.workers,

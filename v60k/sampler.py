@@ -23,13 +23,16 @@ import json
 import logging
 import math
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from v60k.documents import ANALYSIS_FPS, Motion
 from v60k.media import MediaError, grab_frame
+from v60k.shot_detection import dhash_of
 
 log = logging.getLogger(__name__)
 
@@ -39,62 +42,12 @@ DEFAULT_DENSITY = 2.0  # N ≈ density * sqrt(seconds): 5 s → 5, 30 s → 11, 
 DEFAULT_WIDTH = 448
 DEFAULT_DUP_DISTANCE = 5  # Hamming bits of 64
 DEFAULT_MOTION_WEIGHT = 0.7
-ANALYSIS_FPS = 5.0
 ANALYSIS_WIDTH = 64
 ONE_RUN_SHARE = (
     0.7  # decode the chosen frames in one run when the keyframe intervals would skip less than 30 %
 )
 CUT_SCORE = 40.0  # without a scene list, a luma change this large ...
 CUT_JUMP = 1.5  # ... and this many times the previous second's largest marks a cut
-
-
-@dataclass
-class Motion:
-    """A motion profile: per analysed frame its time, luma change score (0-255) and 64-bit dHash."""
-
-    times_s: list[float]
-    scores: list[float]
-    dhash: list[int]
-    fps: float = ANALYSIS_FPS
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Motion:
-        """scenes.json's ``motion`` section (dhash as 16 hex digits)."""
-        times = [float(t) for t in data.get("times_s") or []]
-        scores = [float(s) for s in data.get("scores") or []]
-        hashes = [int(h, 16) if isinstance(h, str) else int(h) for h in data.get("dhash") or []]
-        if not (len(times) == len(scores) == len(hashes)):
-            raise ValueError(
-                f"motion profile lengths differ: {len(times)} times, {len(scores)} scores, "
-                f"{len(hashes)} hashes"
-            )
-        return cls(times, scores, hashes, float(data.get("fps") or ANALYSIS_FPS))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "fps": self.fps,
-            "times_s": self.times_s,
-            "scores": self.scores,
-            "dhash": [f"{h:016x}" for h in self.dhash],
-        }
-
-    def span(self, start_s: float, end_s: float) -> Motion:
-        """The analysed frames with ``start_s <= t < end_s``."""
-        keep = [i for i, t in enumerate(self.times_s) if start_s - 1e-6 <= t < end_s - 1e-6]
-        return Motion(
-            [self.times_s[i] for i in keep],
-            [self.scores[i] for i in keep],
-            [self.dhash[i] for i in keep],
-            self.fps,
-        )
-
-    def covers(self, start_s: float, end_s: float) -> bool:
-        """Whether the profile has analysed frames across the span (not just a corner of it)."""
-        inside = self.span(start_s, end_s).times_s
-        if not inside:
-            return False
-        period = 1.0 / self.fps if self.fps > 0 else 1.0
-        return inside[0] - start_s <= 2 * period + 0.05 and end_s - inside[-1] <= 2 * period + 0.05
 
 
 @dataclass(frozen=True)
@@ -105,31 +58,22 @@ class PlannedFrame:
     scene_index: int | None
 
 
-@dataclass
-class SamplerSettings:
-    """The sampler's knobs (the sample stage's settings mirror them)."""
+class SamplerSettings(BaseModel):
+    """The sampler's knobs (the sample stage's settings are this model plus the JPEG's size and quality)."""
 
-    max_frames: int | None = None
-    min_frames: int = DEFAULT_MIN_FRAMES
-    density: float = DEFAULT_DENSITY
-    dup_distance: int = DEFAULT_DUP_DISTANCE
-    motion_weight: float = DEFAULT_MOTION_WEIGHT
-    edge_guard_s: float = 0.2
-    extra: dict[str, Any] = field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid")
+
+    max_frames: int = Field(DEFAULT_MAX_FRAMES, ge=1, description="at most this many frames per clip")
+    min_frames: int = Field(DEFAULT_MIN_FRAMES, ge=1, description="at least this many (when the clip has distinct frames)")
+    density: float = Field(DEFAULT_DENSITY, gt=0, description="frames ≈ density * sqrt(clip seconds) within [min, max]")
+    dup_distance: int = Field(DEFAULT_DUP_DISTANCE, ge=0, le=64, description="dHash bits within which two frames are duplicates")
+    motion_weight: float = Field(DEFAULT_MOTION_WEIGHT, ge=0, le=1, description="0 = uniform in time, 1 = by motion only")
+    edge_guard_s: float = Field(0.2, ge=0, description="no frame this close to a cut (short scenes: a quarter of it)")
 
 
 def hamming(a: int, b: int) -> int:
     """Differing bits of two 64-bit hashes."""
     return (a ^ b).bit_count()
-
-
-def dhash_of(gray: np.ndarray) -> int:
-    """64-bit difference hash of a luma image (9x8 area resize, left < right), as scenes.json computes it."""
-    import cv2
-
-    small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
-    bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return int("".join("1" if b else "0" for b in bits), 2)
 
 
 def dhash_of_jpeg(data: bytes) -> int:
@@ -210,7 +154,7 @@ def analyse(
         previous = gray.astype(np.int16)
         times.append(round(t, 4))
         hashes.append(dhash_of(gray))
-    return Motion(times, scores, hashes, fps)
+    return Motion(times_s=times, scores=scores, dhash=hashes, fps=fps)
 
 
 def _scene_spans(

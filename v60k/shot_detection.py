@@ -24,13 +24,15 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from v60k.documents import Motion
 from v60k.media import MediaError, VideoTiming, video_timing
 
 DetectorName = Literal["adaptive", "content"]
@@ -41,23 +43,25 @@ _TIME_BASE_LINE = re.compile(r"config in time_base:\s*(\d+)/(\d+)")
 _DEFAULT_TIME_BASE = Fraction(1, 90000)
 
 
-@dataclass(frozen=True)
-class DetectionSettings:
-    """What the detection does; the scenes stage's settings map onto this one to one."""
+class DetectionSettings(BaseModel):
+    """What the detection does (the scenes stage's settings are this model)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     detector: DetectorName = "adaptive"
-    adaptive_threshold: float = 3.0  # AdaptiveDetector: score / rolling average of its neighbours
-    min_content_val: float = 15.0  # AdaptiveDetector: minimum content score for a cut
-    window_width: int = 2  # AdaptiveDetector: analysed frames on each side of the rolling average
-    content_threshold: float = 27.0  # ContentDetector: content score for a cut
-    min_scene_len_s: float = 0.6
-    analysis_width: int = 256  # PySceneDetect's own default effective width
-    motion_fps: float = 5.0
-    skip_frames: SkipFrames = "noref"  # frames the analysis pass does not decode (ffmpeg -skip_frame)
+    adaptive_threshold: float = Field(3.0, gt=0, description="AdaptiveDetector: score / rolling average")
+    min_content_val: float = Field(15.0, ge=0, description="AdaptiveDetector: minimum content score for a cut")
+    window_width: int = Field(2, ge=1, description="AdaptiveDetector: analysed frames on each side of the average")
+    content_threshold: float = Field(27.0, gt=0, description="ContentDetector: content score for a cut")
+    min_scene_len_s: float = Field(0.6, ge=0)
+    analysis_width: int = Field(256, ge=16, description="analysis frame width (PySceneDetect's own default)")
+    motion_fps: float = Field(5.0, gt=0, description="motion profile samples per second")
+    skip_frames: SkipFrames = Field("noref", description="frames the analysis pass does not decode (-skip_frame)")
     skip_loop_filter: bool = True
     refine: bool = True
-    decode_threads: int = 0  # 0: ffmpeg decides
-    refine_workers: int = 2
+    decode_threads: int = Field(0, ge=0, description="0: ffmpeg decides")
+    # speed only (results do not depend on it): left out of dumps, so out of the stage's fingerprint
+    refine_workers: int = Field(2, ge=1, exclude=True)
 
 
 @dataclass
@@ -70,20 +74,9 @@ class Cut:
 
 
 @dataclass
-class MotionProfile:
-    fps: float
-    times_s: list[float] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    dhash: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"fps": self.fps, "times_s": self.times_s, "scores": self.scores, "dhash": self.dhash}
-
-
-@dataclass
 class ShotAnalysis:
     cuts: list[Cut]
-    motion: MotionProfile
+    motion: Motion
     rate: Fraction
     frame_count: int
     end_s: float
@@ -234,20 +227,20 @@ def content_score(previous_hsv: np.ndarray, hsv: np.ndarray, weights: tuple[floa
     return float(np.dot(diff, weights) / sum(abs(w) for w in weights))
 
 
-def dhash_hex(gray: np.ndarray) -> str:
-    """64-bit difference hash (9x8 area-resized luma, left < right per pixel pair) as 16 hex digits."""
+def dhash_of(gray: np.ndarray) -> int:
+    """64-bit difference hash of a luma image (9x8 area resize, left < right per pixel pair)."""
     import cv2
 
     small = cv2.resize(gray, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    return int("".join("1" if b else "0" for b in bits), 2)
 
 
 class _MotionTracker:
     """Luma change score and dhash for analysed frames, at most ``fps`` per second."""
 
     def __init__(self, fps: float, frame_period_s: float):
-        self.profile = MotionProfile(fps=fps)
+        self.profile = Motion(fps=fps)
         self.period = 1.0 / fps
         self.tolerance = frame_period_s / 2
         self.next_time = 0.0
@@ -261,9 +254,7 @@ class _MotionTracker:
         gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         score = 0.0 if self.previous is None else float(cv2.absdiff(gray, self.previous).mean())
         self.previous = gray
-        self.profile.times_s.append(round(time_s, 4))
-        self.profile.scores.append(round(score, 3))
-        self.profile.dhash.append(dhash_hex(gray))
+        self.profile.add(round(time_s, 4), round(score, 3), dhash_of(gray))
         self.next_time = (math.floor(time_s / self.period + 1e-6) + 1) * self.period
 
 

@@ -147,10 +147,19 @@ class StageContext:
 
 
 class Stage:
-    """Base class. Subclasses set ``name``, ``version``, ``requires``, ``Settings`` and implement ``process``."""
+    """Base class. Subclasses set ``name``, ``version``, ``reads``, ``writes``, ``Settings`` and implement
+    ``process``.
+
+    ``reads`` / ``writes`` name work-dir documents and media files (``v60k.documents.NAMES``). ``requires``
+    (the stages whose rows must be final first; a change to one re-queues this stage) is derived by the
+    registry (``v60k.stages``): the writer of each document this stage reads. A stage outside the registry
+    (a test's) sets ``requires`` itself.
+    """
 
     name: ClassVar[str]
     version: ClassVar[str] = "1"
+    reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     Settings: ClassVar[type[StageSettings]] = StageSettings
     resources: ClassVar[Resources] = Resources()

@@ -29,6 +29,7 @@ def doctor_cmd(workdir, repair, manifest, as_json):
       v60k doctor --workdir ./v60k-work --repair --manifest videos.csv
     """
     from v60k.catalog import Catalog
+    from v60k.dataset.writer import STAGE_FILES
     from v60k.locks import RunLock
     from v60k.manifest import load_manifest
     from v60k.workdir import WorkDir
@@ -40,7 +41,7 @@ def doctor_cmd(workdir, repair, manifest, as_json):
     if repair and problem:
         rows = load_manifest(manifest).rows if manifest else []
         with RunLock(work.lock_path):
-            result = Catalog.rebuild(work, rows)
+            result = Catalog.rebuild(work, STAGE_FILES, rows)
     if as_json:
         echo_json({"health": health, "repair": result})
     else:

@@ -189,7 +189,3 @@ def hf_feature(arrow_type: pa.DataType, type_text: str = "") -> Any:
 def required_fields(table: str) -> list[str]:
     """Fields that must have a value in every row (from the schema file, whatever Arrow declares)."""
     return [f.name for f in load_table_spec(table).fields if not f.nullable]
-
-
-def schema_versions() -> dict[str, str]:
-    return {table: load_table_spec(table).version for table in TABLES}

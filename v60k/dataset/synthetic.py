@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from v60k.catalog import Catalog, ItemOutcome
+from v60k.stages import STAGE_ORDER
 from v60k.workdir import WorkDir, write_bytes, write_json
 
-STAGES = ("download", "scenes", "transcribe", "diarize", "attribute", "clips", "sample", "generate")
+STAGES = STAGE_ORDER
 CASTS = (("Monica", "Ross"), ("Ada", "Grace", "Linus"))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from v60k.catalog import STAGE_OUTPUTS, Catalog
+from v60k.catalog import Catalog
 from v60k.config import OutputSettings  # the config's output section, checked when the config is loaded
 from v60k.dataset.ownership import (
     CorpusError,
@@ -43,6 +43,7 @@ from v60k.dataset.splits import plan_splits
 from v60k.errors import V60kError
 from v60k.locks import FileLock, FolderBusy, RunLock
 from v60k.stage import Video
+from v60k.stages import Derived, stage_documents
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class ShardSummary:
 # ------------------------------------------------------------------------------------------ reading
 
 
-STAGE_FILES = STAGE_OUTPUTS
+# stage -> the VideoPaths property of the document it writes (derived from the stage registry)
+STAGE_FILES = Derived(lambda: {stage: doc.paths_attribute() for stage, doc in stage_documents().items()})
 
 
 class VideoReader:

@@ -39,9 +39,11 @@ from v60k.manifest import derive_id, load_manifest
 from v60k.progress import Progress
 from v60k.samples import MediaServer
 from v60k.stage import Video
+from v60k.stages import STAGE_SUMMARIES, Derived, stages_through
 from v60k.workdir import VideoPaths, WorkDir, read_json
 
-SPEECH_STAGES = ("download", "scenes", "transcribe", "diarize", "attribute")
+# the stages that make lines.json (iterating gives their names in order), derived from the stage registry
+SPEECH_STAGES = Derived(lambda: {s: STAGE_SUMMARIES[s] for s in stages_through("lines")})
 SUMMARY_PROMPT = "summary-v1"  # the generation stage's summary prompt
 IMAGE_REFUSAL_KINDS = ("server_error", "bad_request")  # how text-only servers answer image parts
 

@@ -1,10 +1,21 @@
-"""The stage registry: names in pipeline order, each a module ``v60k.stages.<name>`` with one Stage class."""
+"""The stage registry: names in pipeline order, each a module ``v60k.stages.<name>`` with one Stage class.
+
+A stage declares the documents it reads and writes; its ``requires`` is derived here: the stage that writes a
+document is required by every stage that reads it (``derive_requires``).
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Generic, TypeVar
 
+from v60k.documents import DOCUMENTS, Document
 from v60k.stage import Stage
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 STAGE_SUMMARIES: dict[str, str] = {
     "download": "Download each manifest URL with yt-dlp (format cap, info.json, creator subtitles).",
@@ -19,10 +30,94 @@ STAGE_SUMMARIES: dict[str, str] = {
 STAGE_ORDER: tuple[str, ...] = tuple(STAGE_SUMMARIES)
 
 
+class ContractError(LookupError):
+    """Stages whose reads and writes do not form an order: a document read before (or without) its writer,
+    or written by two stages."""
+
+
+def derive_requires(classes: Sequence[type[Stage]]) -> dict[str, tuple[str, ...]]:
+    """For stages in pipeline order: each stage's writers of the documents it reads, in that order."""
+    writer: dict[str, str] = {}
+    requires: dict[str, tuple[str, ...]] = {}
+    position = {klass.name: i for i, klass in enumerate(classes)}
+    for klass in classes:
+        missing = [doc for doc in klass.reads if doc not in writer]
+        if missing:
+            raise ContractError(f"{klass.name} reads {', '.join(missing)}, which no earlier stage writes")
+        requires[klass.name] = tuple(sorted({writer[doc] for doc in klass.reads}, key=position.__getitem__))
+        for doc in klass.writes:
+            if doc in writer:
+                raise ContractError(f"{doc} is written by both {writer[doc]} and {klass.name}")
+            writer[doc] = klass.name
+    return requires
+
+
+@functools.cache
+def registered_stages() -> tuple[type[Stage], ...]:
+    """Every registered Stage class in pipeline order, each with its derived ``requires`` set."""
+    classes = tuple(_load(name) for name in STAGE_ORDER)
+    for klass, requires in zip(classes, derive_requires(classes).values(), strict=True):
+        klass.requires = requires
+    return classes
+
+
 def stage_class(name: str) -> type[Stage]:
-    """The Stage subclass registered under ``name``."""
+    """The Stage subclass registered under ``name`` (its ``requires`` derived)."""
     if name not in STAGE_ORDER:
         raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
+    return registered_stages()[STAGE_ORDER.index(name)]
+
+
+def writers() -> dict[str, str]:
+    """Document (or media file) name -> the registered stage that writes it."""
+    return {doc: klass.name for klass in registered_stages() for doc in klass.writes}
+
+
+def stage_documents() -> dict[str, type[Document]]:
+    """Each registered stage's own document: the first JSON document it writes (download: info.json)."""
+    return {klass.name: DOCUMENTS[doc] for klass in registered_stages()
+            for doc in [next((d for d in klass.writes if d in DOCUMENTS), None)] if doc}
+
+
+def stages_through(document: str) -> tuple[str, ...]:
+    """The stage that writes ``document`` and, transitively, every stage it requires, in pipeline order."""
+    by_name = {klass.name: klass for klass in registered_stages()}
+    wanted, queue = set(), [writers()[document]]
+    while queue:
+        name = queue.pop()
+        if name not in wanted:
+            wanted.add(name)
+            queue.extend(by_name[name].requires)
+    return tuple(name for name in STAGE_ORDER if name in wanted)
+
+
+class Derived(Mapping[K, V], Generic[K, V]):
+    """A read-only mapping computed from the registered stages when first used: a module can define a
+    constant from the registry without importing every stage module when it is imported."""
+
+    def __init__(self, compute: Callable[[], Mapping[K, V]]):
+        self._compute = compute
+        self._value: Mapping[K, V] | None = None
+
+    def _mapping(self) -> Mapping[K, V]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, key: K) -> V:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return repr(dict(self._mapping()))
+
+
+def _load(name: str) -> type[Stage]:
     module = importlib.import_module(f"v60k.stages.{name}")
     for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, Stage) and getattr(value, "name", None) == name:

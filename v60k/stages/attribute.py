@@ -82,7 +82,8 @@ class AttributeSettings(StageSettings):
 class Attribute(Stage):
     name = "attribute"
     version = "2"
-    requires = ("diarize",)
+    reads = ("info", "diarization")
+    writes = ("lines",)
     Settings = AttributeSettings
 
     settings: AttributeSettings

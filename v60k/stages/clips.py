@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import Field, model_validator
 
-from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
-from v60k.workdir import read_json, write_json
+from v60k import documents
+from v60k.documents import Clip, DocumentError, Line, Lines, Scenes
+from v60k.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 
 BOUNDARY_TOLERANCE_S = 0.05  # a line within this of a cut does not cross it (timestamp jitter)
 
@@ -48,22 +48,22 @@ class Unit:
         return self.end_s - self.start_s
 
 
-def scene_spans(scenes_doc: dict[str, Any]) -> list[tuple[int, float, float]]:
+def scene_spans(scenes_doc: Scenes) -> list[tuple[int, float, float]]:
     """(index, start_s, end_s) of the scenes; the whole stream as one scene when none were detected."""
-    scenes = [(int(s["index"]), float(s["start_s"]), float(s["end_s"])) for s in scenes_doc.get("scenes") or []]
-    scenes = sorted((s for s in scenes if s[2] > s[1]), key=lambda s: s[1])
+    scenes = sorted(((s.index, s.start_s, s.end_s) for s in scenes_doc.scenes if s.end_s > s.start_s),
+                    key=lambda s: s[1])
     if not scenes:
-        duration = float((scenes_doc.get("stream") or {}).get("duration_s") or 0.0)
+        duration = scenes_doc.stream.duration_s
         if duration > 0:
             scenes = [(0, 0.0, duration)]
     return scenes
 
 
-def glue_units(scenes: Sequence[tuple[int, float, float]], lines: Sequence[dict[str, Any]]) -> list[Unit]:
+def glue_units(scenes: Sequence[tuple[int, float, float]], lines: Sequence[Line]) -> list[Unit]:
     """Merge scenes whose common boundary a line crosses."""
     crossed = set()
     for line in lines:
-        start, end = float(line["start_s"]), float(line["end_s"])
+        start, end = line.start_s, line.end_s
         for i in range(len(scenes) - 1):
             boundary = scenes[i][2]
             if start < boundary - BOUNDARY_TOLERANCE_S and end > boundary + BOUNDARY_TOLERANCE_S:
@@ -104,43 +104,47 @@ def group_units(units: Sequence[Unit], min_s: float, target_s: float, max_s: flo
     return clips
 
 
-def make_clips(video_id: str, scenes_doc: dict[str, Any], lines: Sequence[dict[str, Any]],
-               settings: ClipsSettings) -> list[dict[str, Any]]:
+def make_clips(video_id: str, scenes_doc: Scenes, lines: Sequence[Line], settings: ClipsSettings) -> list[Clip]:
     """The clips.json records of one video."""
     grouped = group_units(glue_units(scene_spans(scenes_doc), lines), settings.min_s, settings.target_s,
                           settings.max_s)
-    records = [{"clip_id": f"{video_id}-c{i:03d}", "index": i, "start_s": round(c.start_s, 3),
-                "end_s": round(c.end_s, 3), "scene_indices": c.scene_indices, "line_ids": []}
+    records = [Clip(clip_id=f"{video_id}-c{i:03d}", index=i, start_s=round(c.start_s, 3), end_s=round(c.end_s, 3),
+                    scene_indices=c.scene_indices, line_ids=[])
                for i, c in enumerate(grouped)]
     for line in lines:
-        middle = (float(line["start_s"]) + float(line["end_s"])) / 2
-        owner = next((r for r in records if middle < r["end_s"]), records[-1] if records else None)
+        middle = (line.start_s + line.end_s) / 2
+        owner = next((r for r in records if middle < r.end_s), records[-1] if records else None)
         if owner is not None:
-            owner["line_ids"].append(line["line_id"])
+            owner.line_ids.append(line.line_id)
     return records
 
 
 class Clips(Stage):
     name = "clips"
     version = "1"
-    requires = ("attribute",)
+    reads = ("scenes", "lines")
+    writes = ("clips",)
     Settings = ClipsSettings
 
     def process(self, video: Video) -> StageResult:
         paths = video.paths
-        if not paths.scenes_json.exists():
+        if not Scenes.exists(paths):
             raise SkipVideo("no scenes.json (the scenes stage did not run for this video)", "no_scenes")
-        scenes_doc = read_json(paths.scenes_json)
-        lines = read_json(paths.lines_json).get("lines", []) if paths.lines_json.exists() else []
+        has_lines = Lines.exists(paths)
+        try:
+            scenes_doc = Scenes.load(paths)
+            lines = Lines.load(paths).lines if has_lines else []
+        except DocumentError as exc:
+            raise StageError(str(exc), "bad_input") from exc
         records = make_clips(video.video_id, scenes_doc, lines, self.settings)
         if not records:
             raise SkipVideo("no scenes and no stream duration: nothing to cut into clips", "no_scenes")
-        write_json(paths.clips_json, {"clips": records})
-        durations = [r["end_s"] - r["start_s"] for r in records]
+        documents.Clips(clips=records).save(paths)
+        durations = [r.end_s - r.start_s for r in records]
         return StageResult(
             outputs={"clips": paths.clips_json.name},
-            metrics={"clips": len(records), "lines": len(lines), "has_lines": paths.lines_json.exists(),
-                     "clips_with_lines": sum(1 for r in records if r["line_ids"]),
+            metrics={"clips": len(records), "lines": len(lines), "has_lines": has_lines,
+                     "clips_with_lines": sum(1 for r in records if r.line_ids),
                      "mean_duration_s": round(sum(durations) / len(durations), 2),
                      "shorter_than_min": sum(1 for d in durations if d < self.settings.min_s),
                      "longer_than_max": sum(1 for d in durations if d > self.settings.max_s)})

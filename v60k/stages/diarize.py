@@ -60,7 +60,8 @@ class DiarizeSettings(StageSettings):
 class Diarize(Stage):
     name = "diarize"
     version = "1"
-    requires = ("transcribe",)
+    reads = ("audio", "transcript")
+    writes = ("diarization",)
     Settings = DiarizeSettings
     resources = Resources(cpus=1)
 

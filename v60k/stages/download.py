@@ -186,7 +186,8 @@ class Download(Stage):
 
     name = "download"
     version = "1"
-    requires = ()
+    reads = ()
+    writes = ("source", "info")
     resources = Resources(cpus=1)
 
     class Settings(StageSettings):

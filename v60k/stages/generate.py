@@ -243,7 +243,8 @@ class _Clip:
 class Generate(Stage):
     name = "generate"
     version = "1"
-    requires = ("clips",)  # frames.json (the sample stage) is read when present
+    reads = ("lines", "clips", "frames")
+    writes = ("generation",)
     retry_on_run = ("batch_pending",)  # every run polls the batches still running
     Settings = GenerateSettings
 

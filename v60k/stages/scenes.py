@@ -3,14 +3,11 @@ motion profile the frame sampler reuses, written to ``scenes.json`` (see docs/ar
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
-from v60k import media
+from v60k import documents, media
 from v60k.shot_detection import DetectionSettings, ShotAnalysis, detect_shots
 from v60k.stage import Resources, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import write_json
 
 
 class Scenes(Stage):
@@ -18,25 +15,12 @@ class Scenes(Stage):
 
     name = "scenes"
     version = "1"
-    requires = ("download",)
+    reads = ("source",)
+    writes = ("scenes",)
     resources = Resources(cpus=1)
 
-    class Settings(StageSettings):
-        detector: Literal["adaptive", "content"] = "adaptive"
-        adaptive_threshold: float = Field(3.0, gt=0)
-        min_content_val: float = Field(15.0, ge=0)
-        window_width: int = Field(2, ge=1)
-        content_threshold: float = Field(27.0, gt=0)
-        min_scene_len_s: float = Field(0.6, ge=0)
-        analysis_width: int = Field(256, ge=16)
-        motion_fps: float = Field(5.0, gt=0)
-        skip_frames: Literal["none", "noref", "bidir"] = "noref"
-        skip_loop_filter: bool = True
-        refine: bool = True
-        decode_threads: int = Field(0, ge=0)
-
-    def detection_settings(self) -> DetectionSettings:
-        return DetectionSettings(**self.settings.model_dump())
+    class Settings(StageSettings, DetectionSettings):
+        """The detection's own settings (``v60k.shot_detection.DetectionSettings``), as the stage's section."""
 
     def process(self, video: Video) -> StageResult:
         source = video.paths.source
@@ -45,8 +29,8 @@ class Scenes(Stage):
         info = media.probe(source)
         if not info.has_video:
             raise StageError(f"{source.name}: no video stream (audio only)", "no_video_stream")
-        analysis = detect_shots(source, info.width, info.height, self.detection_settings())
-        write_json(video.paths.scenes_json, self.scenes_document(info, analysis))
+        analysis = detect_shots(source, info.width, info.height, self.settings)
+        self.scenes_document(info, analysis).save(video.paths)
         return StageResult(
             outputs={"scenes": video.paths.scenes_json.name},
             metrics={
@@ -58,9 +42,9 @@ class Scenes(Stage):
             },
         )
 
-    def scenes_document(self, info: media.StreamInfo, analysis: ShotAnalysis) -> dict[str, Any]:
+    def scenes_document(self, info: media.StreamInfo, analysis: ShotAnalysis) -> documents.Scenes:
         """The scenes.json content: stream facts, detector settings, scenes and the motion profile."""
-        settings = self.settings
+        settings: DetectionSettings = self.settings  # type: ignore[assignment]
         stream = {
             "duration_s": round(info.duration_s, 6),
             "fps": round(float(analysis.rate), 6),
@@ -86,4 +70,4 @@ class Scenes(Stage):
             {"index": i, "start_s": round(start_s, 6), "end_s": round(end_s, 6), "start_frame": start_f, "end_frame": end_f}
             for i, ((start_s, start_f), (end_s, end_f)) in enumerate(zip(starts, ends))
         ]
-        return {"stream": stream, "detector": detector, "scenes": scenes, "motion": analysis.motion.to_dict()}
+        return documents.Scenes(stream=stream, detector=detector, scenes=scenes, motion=analysis.motion)

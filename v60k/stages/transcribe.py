@@ -74,7 +74,8 @@ def read_wav(path: Path) -> np.ndarray:
 class Transcribe(Stage):
     name = "transcribe"
     version = "1"
-    requires = ("scenes",)
+    reads = ("source", "scenes")
+    writes = ("audio", "transcript")
     Settings = TranscribeSettings
     resources = Resources(cpus=1)
 
