@@ -1,6 +1,6 @@
 """attribute: lines named right, named wrong (goal 0) and left null, on generated episodes and real recordings.
 
-- generated episodes (espeak-ng, v60k.samples): two and three named speakers, two named speakers plus an uncast
+- generated episodes (espeak-ng, v60k.testing.sample_episodes): two and three named speakers, two named speakers plus an uncast
   guest, the two-speaker dialogue over a music bed; transcribe -> diarize -> attribute, scored against the truth
   (goal: >= 0.90 of lines right, a guest's lines right only when null; 0 wrong).
 - real AMI meeting excerpts (../shared/media/real-speech), transcribed by faster-whisper tiny.en, oracle
@@ -23,15 +23,15 @@ import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
 from bench.common import Row, scratch
-from v60k.attribution_score import AttributionScore, oracle_lines, read_rttm, reference_speaker, score_lines
+from v60k.attribution.scoring import AttributionScore, oracle_lines, read_rttm, reference_speaker, score_lines
 from v60k.backends.diarization.metrics import Span
-from v60k.media import load_audio
-from v60k.samples import build_episode, three_speaker_spec, two_speaker_spec
-from v60k.stage import StageContext, Video
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
+from v60k.media.streams import load_audio
 from v60k.stages.attribute import Attribute, AttributeSettings
 from v60k.stages.diarize import Diarize
 from v60k.stages.transcribe import Transcribe
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.testing.sample_episodes import build_episode, three_speaker_spec, two_speaker_spec
 
 MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 REAL_SPEECH = MEDIA / "real-speech"

@@ -10,9 +10,9 @@ import shutil
 import time
 
 from bench.common import Row, scratch
-from v60k import pipeline
-from v60k.catalog import Catalog
-from v60k.stage import Stage, StageResult, Video
+from v60k.core import pipeline
+from v60k.core.catalog import Catalog
+from v60k.core.stage import Stage, StageResult, Video
 
 N_VIDEOS = 60_000
 

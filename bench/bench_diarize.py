@@ -17,12 +17,19 @@ import numpy as np
 from bench.common import Row, scratch, timed
 from v60k.backends.diarization import SpeakerCountHint
 from v60k.backends.diarization.metrics import cluster_purity, louder_channel_reference, speaker_at
-from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
-from v60k.stage import StageContext, Video
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json
 from v60k.stages.attribute import Attribute
 from v60k.stages.diarize import Diarize
 from v60k.stages.transcribe import Transcribe
-from v60k.workdir import WorkDir, read_json
+from v60k.testing.sample_episodes import (
+    EpisodeSpec,
+    Line,
+    Speaker,
+    build_episode,
+    three_speaker_spec,
+    two_speaker_spec,
+)
 
 STEREO = Path(__file__).resolve().parent.parent.parent / "shared" / "media" / "stereo_diarization.wav"
 

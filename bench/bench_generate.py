@@ -78,9 +78,9 @@ def _throughput(base_url: str, root: Path) -> tuple[float, int, float]:
 
 def _rerun(server, root: Path) -> tuple[int, int, float]:
     """Generate over a work dir, then again with a new stage (a new run): requests of each, re-run seconds."""
-    from v60k.stage import StageContext, Video
+    from v60k.core.stage import StageContext, Video
+    from v60k.core.workdir import WorkDir, write_json
     from v60k.stages.generate import Generate, GenerateSettings
-    from v60k.workdir import WorkDir, write_json
 
     workdir = WorkDir(root / "work").create()
     videos = []

@@ -2,7 +2,7 @@
 
 Media (cached in the bench scratch dir): a 720p, ~150 s scene video (``build_scene_video``: moving lavfi
 sources with two static ones, smptehdbars and colorchart, among them) cut into 30 s and 60 s clips, and the two
-generated episodes of ``v60k.samples`` (640x360, spoken lines, cuts every few lines) as whole-video clips.
+generated episodes of ``v60k.testing.sample_episodes`` (640x360, spoken lines, cuts every few lines) as whole-video clips.
 Uniform sampling takes the same number of frames as the sampler's budget, at the centres of equal bins.
 
 - scene coverage: share of the clip's true scenes (overlapping it by >= 0.5 s) with at least one frame;
@@ -28,7 +28,7 @@ WIDTH, HEIGHT, FPS = 1280, 720, 25
 
 def bench_media() -> list[dict[str, Any]]:
     """[{name, path, scenes, clips: [(start, end)]}] (built on first use, ~1-2 minutes)."""
-    from v60k.samples import build_episode, build_scene_video, demo_specs
+    from v60k.testing.sample_episodes import build_episode, build_scene_video, demo_specs
 
     root = scratch("sampler")
     video, truth = root / "scenes-720p.mp4", root / "scenes-720p.truth.json"
@@ -74,7 +74,7 @@ def coverage(
 
 
 def duplicates(jpegs: list[bytes], distance: int) -> int:
-    from v60k.sampler import dhash_of_jpeg, hamming
+    from v60k.media.frame_sampler import dhash_of_jpeg, hamming
 
     hashes = [dhash_of_jpeg(j) for j in jpegs]
     return sum(1 for i, h in enumerate(hashes) if any(hamming(h, g) <= distance for g in hashes[:i]))
@@ -102,8 +102,8 @@ def _decode_only(path: Path, start_s: float, end_s: float) -> None:
 
 
 def run() -> list[Row]:
-    from v60k import sampler
-    from v60k.sampler import DEFAULT_DUP_DISTANCE, frame_budget
+    from v60k.media import frame_sampler
+    from v60k.media.frame_sampler import DEFAULT_DUP_DISTANCE, frame_budget
 
     totals = {
         k: 0.0
@@ -128,7 +128,7 @@ def run() -> list[Row]:
     for item in bench_media():
         media_decode = media_reuse = 0.0
         path, scenes = item["path"], item["scenes"]
-        whole = sampler.analyse(path, 0.0, max(s["end_s"] for s in scenes))  # what scenes.json would hold
+        whole = frame_sampler.analyse(path, 0.0, max(s["end_s"] for s in scenes))  # what scenes.json would hold
         scene_list = [
             {"index": i, "start_s": s["start_s"], "end_s": s["end_s"]} for i, s in enumerate(scenes)
         ]
@@ -139,18 +139,18 @@ def run() -> list[Row]:
             totals["decode_cpu"] += cpu
             media_decode += cpu
             wall, cpu, frames = measured(
-                lambda: sampler.sample(path, start, end, motion=whole, scenes=scene_list), REPEAT  # noqa: B023
+                lambda: frame_sampler.sample(path, start, end, motion=whole, scenes=scene_list), REPEAT  # noqa: B023
             )
             totals["reuse_wall"] += wall
             totals["reuse_cpu"] += cpu
             media_reuse += cpu
-            wall, cpu, _ = measured(lambda: sampler.sample(path, start, end), REPEAT)  # noqa: B023
+            wall, cpu, _ = measured(lambda: frame_sampler.sample(path, start, end), REPEAT)  # noqa: B023
             totals["own_wall"] += wall
             totals["own_cpu"] += cpu
             count = frame_budget(end - start)
             times = [t for t, _ in frames]
             uniform = uniform_times(start, end, count)
-            uniform_jpegs = [sampler.grab_frame(path, t, width=sampler.DEFAULT_WIDTH) for t in uniform]
+            uniform_jpegs = [frame_sampler.grab_frame(path, t, width=frame_sampler.DEFAULT_WIDTH) for t in uniform]
             s_cov, n = coverage(times, scenes, start, end)
             u_cov, _ = coverage(uniform, scenes, start, end)
             totals["s_cov"] += s_cov

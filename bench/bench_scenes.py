@@ -27,7 +27,7 @@ MATCH_TOLERANCE_FRAMES = 5
 
 def bench_media() -> dict[str, Any]:
     """The cached bench videos and their true cut frames (built on first use, ~1-2 minutes)."""
-    from v60k.samples import build_scene_video
+    from v60k.testing.sample_episodes import build_scene_video
 
     root = scratch("scenes")
     built, web, truth_path = root / "cuts-720p.mp4", root / "cuts-720p-web.mp4", root / "cuts-720p.truth.json"
@@ -63,9 +63,9 @@ def _scenedetect_cli(path: Path) -> list[int]:
 
 
 def _scenes_stage(path: Path, **settings: Any) -> list[int]:
-    from v60k.stage import StageContext, Video
+    from v60k.core.stage import StageContext, Video
+    from v60k.core.workdir import WorkDir, read_json
     from v60k.stages.scenes import Scenes
-    from v60k.workdir import WorkDir, read_json
 
     workdir = WorkDir(scratch("scenes") / "work").create()
     directory = workdir.video_dir(path.stem)

@@ -95,7 +95,7 @@ def _peak_rss(workdir: Path | None, out: Path) -> dict:
 
 
 def run() -> list[Row]:
-    from v60k.dataset.synthetic import build_workdir, tiny_jpeg
+    from v60k.testing.sample_workdirs import build_workdir, tiny_jpeg
 
     root = scratch("shard")
     out: list[Row] = []

@@ -18,11 +18,18 @@ from v60k.backends.asr import cast_prompt
 from v60k.backends.asr.faster_whisper import FasterWhisperBackend
 from v60k.backends.asr.guards import speech_regions
 from v60k.backends.asr.metrics import word_error_rate
-from v60k.media import extract_audio
-from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
-from v60k.stage import StageContext, Video
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json
+from v60k.media.streams import extract_audio
 from v60k.stages.transcribe import Transcribe, TranscribeSettings, read_wav
-from v60k.workdir import WorkDir, read_json
+from v60k.testing.sample_episodes import (
+    EpisodeSpec,
+    Line,
+    Speaker,
+    build_episode,
+    three_speaker_spec,
+    two_speaker_spec,
+)
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from v60k.samples import MediaServer
+from v60k.testing.sample_episodes import MediaServer
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MEDIA = REPO.parent / "shared" / "media"

@@ -10,7 +10,8 @@ import pytest
 from openai_server import OpenAIServer, openai_server_fixture  # noqa: F401  (the openai_server fixture)
 from test_diarize import diarized_episode, truth_speaker_at
 
-from v60k.stage import SkipVideo, StageContext, StageError, Video
+from v60k.core.stage import SkipVideo, StageContext, StageError, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.attribute import (
     Attribute,
     AttributeSettings,
@@ -18,7 +19,6 @@ from v60k.stages.attribute import (
     dialogue_evidence,
     find_vocatives,
 )
-from v60k.workdir import WorkDir, read_json, write_json
 
 
 def _copy_video(video: Video, root: Path, video_id: str, **changes: Any) -> Video:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from conftest import shared_media
 
-from v60k.attribution_score import oracle_lines, read_rttm, reference_speaker, score_lines
-from v60k.stage import StageContext, Video
+from v60k.attribution.scoring import oracle_lines, read_rttm, reference_speaker, score_lines
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.attribute import Attribute, AttributeSettings
 from v60k.stages.transcribe import Transcribe
-from v60k.workdir import WorkDir, read_json, write_json
 
 CAST = ["Ross", "Monica", "Rachel", "Joey"]
 

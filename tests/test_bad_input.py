@@ -13,11 +13,11 @@ import ffmpeg
 import pytest
 from click.testing import CliRunner
 
-from v60k import pipeline
-from v60k.catalog import Catalog
 from v60k.cli import cli
-from v60k.samples import build_scene_video
-from v60k.workdir import read_json
+from v60k.core import pipeline
+from v60k.core.catalog import Catalog
+from v60k.core.workdir import read_json
+from v60k.testing.sample_episodes import build_scene_video
 
 FAST = {"retries": 1, "backoff_base_s": 0.001, "backoff_max_s": 0.01, "socket_timeout_s": 5,
         "allow_private_networks": True}  # the test server is on 127.0.0.1

@@ -12,7 +12,7 @@ import pytest
 from v60k.dataset import OutputSettings, write_shards
 from v60k.dataset.card import hub_license, read_card_header, size_category
 from v60k.dataset.schema import TABLES
-from v60k.dataset.synthetic import build_workdir
+from v60k.testing.sample_workdirs import build_workdir
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_duckdb_and_polars_read_the_shards(corpus: Path) -> None:
 
 
 def test_the_evaluation_reads_the_test_split(corpus: Path) -> None:
-    from v60k.framework.evaluate import load_test_items
+    from v60k.roleplay.evaluate import load_test_items
 
     items = load_test_items(corpus, split="test", max_frames=1)
     test_dialogues = _rows(corpus, "dialogues", "test")

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from openai_server import Fault, OpenAIServer, openai_server_fixture  # noqa: F401  (fixture)
 
 from v60k.cli import chat_cmds
-from v60k.framework import chat
-from v60k.framework.roleplay_format import RolePlayProfile, Turn, build_messages, image_parts, without_images
-from v60k.samples import build_episode, two_speaker_spec
+from v60k.roleplay import chat
+from v60k.roleplay.format import RolePlayProfile, Turn, build_messages, image_parts, without_images
+from v60k.testing.sample_episodes import build_episode, two_speaker_spec
 
 
 def _profile(**overrides: object) -> RolePlayProfile:
@@ -134,7 +134,7 @@ def _chat_bodies(server: OpenAIServer) -> list[dict]:
 
 
 def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tmp_path, episode_work, openai_server):
-    from v60k.sampler import sample
+    from v60k.media.frame_sampler import sample
 
     openai_server.handler = _scripted
     result = _chat(tmp_path, episode_work, openai_server, "--persona", "Ross is a shy palaeontologist.",

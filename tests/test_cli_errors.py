@@ -16,8 +16,8 @@ import yaml
 from click.testing import CliRunner
 from toy_stages import manifest_rows
 
-from v60k.catalog import Catalog
 from v60k.cli import cli
+from v60k.core.catalog import Catalog
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "sk-test-SECRET123"
@@ -227,15 +227,15 @@ def test_missing_status_work_dir_and_manifest_errors_are_one_line(tmp_path):
 
 
 def test_errors_are_v60k_errors_with_their_exit_codes():
-    from v60k.config import ConfigError
+    from v60k.core.config import ConfigError
+    from v60k.core.errors import UsageError, V60kError, WorkDirError
+    from v60k.core.locks import WorkDirBusy
+    from v60k.core.manifest import ManifestError
+    from v60k.core.pipeline import WorkDirBusy as PipelineWorkDirBusy
     from v60k.dataset.publish import PublishError
     from v60k.dataset.writer import ShardError
-    from v60k.errors import UsageError, V60kError, WorkDirError
-    from v60k.framework.chat import ChatError
-    from v60k.framework.sft import ExportError
-    from v60k.locks import WorkDirBusy
-    from v60k.manifest import ManifestError
-    from v60k.pipeline import WorkDirBusy as PipelineWorkDirBusy
+    from v60k.roleplay.chat import ChatError
+    from v60k.roleplay.sft_export import ExportError
 
     assert PipelineWorkDirBusy is WorkDirBusy
     for usage in (ConfigError, ManifestError):

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from v60k.documents import Line, Scenes
-from v60k.stage import SkipVideo, StageContext, Video
+from v60k.core.documents import Line, Scenes
+from v60k.core.stage import SkipVideo, StageContext, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.clips import BOUNDARY_TOLERANCE_S, Clips, ClipsSettings, make_clips
-from v60k.workdir import WorkDir, read_json, write_json
 
 
 def scenes_doc(bounds: list[float]) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from v60k.backends.llm import LLMSettings
-from v60k.config import (
+from v60k.core.config import (
     ConfigError,
     OutputSettings,
     load_config,
@@ -18,7 +18,7 @@ from v60k.config import (
     store_config,
     stored_config_path,
 )
-from v60k.errors import redact
+from v60k.core.errors import redact
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,13 +19,13 @@ import pytest
 from click.testing import CliRunner
 from fake_hub import FakeHub
 
-from v60k.catalog import Catalog, CatalogDamaged
 from v60k.cli import cli
+from v60k.core.catalog import Catalog, CatalogDamaged
+from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.dataset import OutputSettings, validate, write_shards
 from v60k.dataset.card import read_card_header, split_front_matter
 from v60k.dataset.ownership import RECORD_NAME, CorpusError
-from v60k.dataset.synthetic import CASTS, build_workdir, mark
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.testing.sample_workdirs import CASTS, build_workdir, mark
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "hf_test_Token_do_not_print_1234"

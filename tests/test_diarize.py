@@ -25,12 +25,19 @@ from v60k.backends.diarization.metrics import (
     overlap_seconds,
     speaker_at,
 )
-from v60k.media import extract_audio
-from v60k.samples import EpisodeSpec, Line, Speaker, build_episode, three_speaker_spec, two_speaker_spec
-from v60k.stage import SkipVideo, StageContext, Video
+from v60k.core.stage import SkipVideo, StageContext, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
+from v60k.media.streams import extract_audio
 from v60k.stages.diarize import Diarize, split_lines_by_speaker
 from v60k.stages.transcribe import Transcribe
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.testing.sample_episodes import (
+    EpisodeSpec,
+    Line,
+    Speaker,
+    build_episode,
+    three_speaker_spec,
+    two_speaker_spec,
+)
 
 _ROOT = Path(tempfile.mkdtemp(prefix="v60k-speech-tests-"))
 atexit.register(shutil.rmtree, _ROOT, True)
@@ -257,7 +264,7 @@ def test_real_two_speaker_recording_mixed_to_mono(tmp_path: Path) -> None:
 
 @pytest.mark.realmedia
 def test_one_real_speaker_stays_one_speaker() -> None:
-    from v60k.media import load_audio
+    from v60k.media.streams import load_audio
 
     audio = load_audio(shared_media("jfk.flac"), 16000)
     result = _shared_stage().backend.diarize(audio, 16000, SpeakerCountHint())
@@ -274,7 +281,7 @@ def _video(tmp_path: Path, characters: list[str] | None = None) -> tuple[WorkDir
 
 
 def test_no_transcript_skips_with_the_upstream_reason(tmp_path: Path) -> None:
-    from v60k.catalog import Catalog, ItemOutcome
+    from v60k.core.catalog import Catalog, ItemOutcome
 
     workdir, video = _video(tmp_path)
     with Catalog(workdir) as catalog:

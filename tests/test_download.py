@@ -23,16 +23,16 @@ import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
 
-from v60k import pipeline
-from v60k.catalog import Catalog
 from v60k.cli import cli
-from v60k.config import load_config
-from v60k.netguard import address_refusal
-from v60k.samples import MediaServer, build_scene_video
-from v60k.stage import SkipVideo, StageError, Video
+from v60k.core import pipeline
+from v60k.core.catalog import Catalog
+from v60k.core.config import load_config
+from v60k.core.netguard import address_refusal
+from v60k.core.stage import SkipVideo, StageError, Video
+from v60k.core.workdir import read_json, sanitize_id
 from v60k.stages import STAGE_ORDER
 from v60k.stages.download import STAGING_DIR, Download, classify_download_error, parse_rate
-from v60k.workdir import read_json, sanitize_id
+from v60k.testing.sample_episodes import MediaServer, build_scene_video
 
 # tiny waits: the retry logic runs for real, the test does not sleep for long
 REPO = Path(__file__).resolve().parent.parent
@@ -512,7 +512,7 @@ def test_a_server_that_never_answers_times_out_as_transient(tmp_path, server):
 
 KILL_SCRIPT = """
 import sys
-from v60k import pipeline
+from v60k.core import pipeline
 pipeline.run(sys.argv[1], manifest=sys.argv[2], stages=["download"], overrides={{"download": {fast}}})
 """
 

@@ -17,7 +17,7 @@ from openai_server import OpenAIServer
 from test_generate import scripted
 
 from v60k.cli import cli
-from v60k.samples import build_episode, two_speaker_spec
+from v60k.testing.sample_episodes import build_episode, two_speaker_spec
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ import pytest
 from openai_server import Fault, openai_server_fixture  # noqa: F401  (fixture)
 from PIL import Image
 
-from v60k.framework.evaluate import (
+from v60k.roleplay.evaluate import (
     Rubric,
     TurnOutcome,
     aggregate,
@@ -21,7 +21,7 @@ from v60k.framework.evaluate import (
     load_test_items,
     parse_judgement,
 )
-from v60k.framework.roleplay_format import RolePlayProfile, Turn, evenly_spaced
+from v60k.roleplay.format import RolePlayProfile, Turn, evenly_spaced
 
 RUBRIC = Rubric.load()
 METRICS = RUBRIC.metric_names

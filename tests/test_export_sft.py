@@ -15,8 +15,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from v60k.cli.sft_cmds import register
-from v60k.framework.roleplay_format import SCENE_OPENING
-from v60k.framework.sft import IMAGE_TOKEN, ExportError, ExportSettings, export_sft
+from v60k.roleplay.format import SCENE_OPENING
+from v60k.roleplay.sft_export import IMAGE_TOKEN, ExportError, ExportSettings, export_sft
 
 FRAME = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 TURN = pa.struct([("role", pa.string()), ("speaker", pa.string()), ("text", pa.string())])
@@ -400,8 +400,8 @@ def test_training_export_and_chat_render_one_format(tmp_path: Path) -> None:
     asked as ``v60k chat`` asks): the same system prompt, caption, frame labels and frame images."""
     import base64
 
-    from v60k.framework.chat import ChatSession
-    from v60k.framework.evaluate import load_test_items
+    from v60k.roleplay.chat import ChatSession
+    from v60k.roleplay.evaluate import load_test_items
 
     root = corpus(tmp_path / "corpus")
     out = tmp_path / "sft"

@@ -14,10 +14,10 @@ import pytest
 from openai_server import Fault, OpenAIServer, Reply
 from PIL import Image
 
-from v60k.stage import StageContext, StageError, Video
+from v60k.core.stage import StageContext, StageError, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages import generate as generate_module
 from v60k.stages.generate import Generate, GenerateSettings, raw_line_dialogues
-from v60k.workdir import WorkDir, read_json, write_json
 
 LINES = [
     ("L0000", 1.0, 3.0, "Monica", "Hi Ross, you look tired."),
@@ -332,8 +332,8 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
 # ---------------------------------------------------------------------------------------------------- pipeline
 def pipeline_workdir(root: Path) -> WorkDir:
     """A work dir whose speech stages are done for one video (source, scenes.json and lines.json in place)."""
-    from v60k.catalog import Catalog, ItemOutcome
-    from v60k.samples import build_scene_video
+    from v60k.core.catalog import Catalog, ItemOutcome
+    from v60k.testing.sample_episodes import build_scene_video
 
     video = make_video(root)
     video.paths.clips_json.unlink()
@@ -352,9 +352,9 @@ def pipeline_workdir(root: Path) -> WorkDir:
 
 def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collected(tmp_path):
     """Each run polls the waiting batches by itself (no `v60k retry` needed) until they are collected."""
-    from v60k import pipeline
-    from v60k.config import PipelineConfig
-    from v60k.progress import Progress
+    from v60k.core import pipeline
+    from v60k.core.config import PipelineConfig
+    from v60k.core.progress import Progress
 
     clips = {"min_s": 30, "target_s": 40, "max_s": 60}
     with OpenAIServer(scripted, hold_batches=True) as server:
@@ -420,7 +420,7 @@ def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_
 
 
 def test_an_unknown_llm_setting_is_a_config_error(tmp_path):
-    from v60k.config import ConfigError
+    from v60k.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="llm section: api_key: Extra inputs are not permitted") as caught:
         make_stage(make_video(tmp_path), {"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-in-a-file"})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from v60k.manifest import (
+from v60k.core.manifest import (
     MAX_FIELD_CHARS,
     ManifestError,
     derive_id,
@@ -17,7 +17,7 @@ from v60k.manifest import (
     normalize_url,
     parse_characters,
 )
-from v60k.workdir import MAX_ID_LENGTH, sanitize_id
+from v60k.core.workdir import MAX_ID_LENGTH, sanitize_id
 
 
 def _write(path: Path, text: str) -> Path:

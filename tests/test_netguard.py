@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from v60k.netguard import BlockedAddress, Policy, check_host, guarded
+from v60k.core.netguard import BlockedAddress, Policy, check_host, guarded
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import toy_stages
 from click.testing import CliRunner
 from toy_stages import AfterExpand, Double, Expand, Measure, calls, manifest_rows
 
-from v60k import pipeline
-from v60k.catalog import Catalog
-from v60k.config import PipelineConfig
-from v60k.workdir import read_json
+from v60k.core import pipeline
+from v60k.core.catalog import Catalog
+from v60k.core.config import PipelineConfig
+from v60k.core.workdir import read_json
 
 TOY = [Measure, Double]
 
@@ -159,8 +159,8 @@ KILL_SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from toy_stages import Measure, Double
-from v60k import pipeline
-from v60k.config import PipelineConfig
+from v60k.core import pipeline
+from v60k.core.config import PipelineConfig
 config = PipelineConfig(stage_settings={{"toy_measure": {{"sleep_s": {sleep}}}, "toy_double": {{"sleep_s": {sleep}}}}})
 pipeline.run({work!r}, stages=[Measure, Double], config=config, workers={workers})
 """
@@ -216,7 +216,7 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
     pytest.importorskip("ray")
     work = tmp_path / "work"
     _seed(work, 8)
-    from v60k.executors.ray import RayExecutor
+    from v60k.core.executors.ray import RayExecutor
 
     # Ray's socket paths must stay under 107 bytes: a short link in /tmp points into the test's tmp dir
     ray_dir = tmp_path / "ray"
@@ -250,9 +250,9 @@ def test_ray_executor_runs_the_same_stages(tmp_path):
 
 
 def test_worker_resources_follow_the_device_and_the_config():
-    from v60k.config import ConfigError
-    from v60k.executors.ray import placeable_workers
-    from v60k.stage import Resources
+    from v60k.core.config import ConfigError
+    from v60k.core.executors.ray import placeable_workers
+    from v60k.core.stage import Resources
     from v60k.stages.diarize import Diarize, DiarizeSettings
     from v60k.stages.transcribe import Transcribe, TranscribeSettings
 
@@ -322,7 +322,7 @@ def test_a_manifest_and_new_videos_are_counted_before_they_are_added(tmp_path):
 
 def test_execute_stores_the_config_and_status_sums_per_item_outcomes(tmp_path, monkeypatch):
     from v60k.cli import cli
-    from v60k.config import load_config
+    from v60k.core.config import load_config
 
     monkeypatch.setenv("V60K_TEST_FACTOR", "3")
     path = tmp_path / "p.yaml"
@@ -364,8 +364,8 @@ def test_executors_tear_their_stages_down(tmp_path, workers):
 
 def _finished_work_dir(work: Path, config_path: Path, videos: int = 2) -> None:
     """A work dir as a finished run of ``config_path`` leaves it: every stage done, generate's rows made requests."""
-    from v60k.catalog import ItemOutcome
-    from v60k.config import load_config, store_config
+    from v60k.core.catalog import ItemOutcome
+    from v60k.core.config import load_config, store_config
     from v60k.stages import STAGE_ORDER
 
     config = load_config(config_path)
@@ -415,7 +415,7 @@ def test_without_config_the_work_dirs_config_is_used_and_llm_output_is_not_redon
 def test_one_failure_has_one_name_in_the_catalog(tmp_path):
     from toy_stages import Unsourced
 
-    from v60k.errors import MISSING_INPUT
+    from v60k.core.errors import MISSING_INPUT
 
     work = tmp_path / "work"
     _seed(work, 2)

@@ -22,9 +22,9 @@ import torch
 
 from v60k.backends.diarization import SpeakerCountHint
 from v60k.backends.diarization.pyannote import PyannoteDiarizer
-from v60k.stage import StageContext, StageError, Video
+from v60k.core.stage import StageContext, StageError, Video
+from v60k.core.workdir import WorkDir, write_json
 from v60k.stages.diarize import Diarize
-from v60k.workdir import WorkDir, write_json
 
 SECRET = "hf_test_secret_value_123"
 

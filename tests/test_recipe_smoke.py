@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 from test_export_sft import corpus
 
-from v60k.framework.sft import export_sft
+from v60k.roleplay.sft_export import export_sft
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "train_qwen2_5_vl_lora.py"

@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from v60k.cli import cli
+from v60k.core.workdir import read_json, write_json
 from v60k.dataset import OutputSettings, write_report, write_shards
 from v60k.dataset.report import CorpusFacts, render_report, stage_outcomes
-from v60k.dataset.synthetic import build_workdir, mark
-from v60k.workdir import read_json, write_json
+from v60k.testing.sample_workdirs import build_workdir, mark
 
 EVAL = {"model": "model-under-test", "judge": "judge-model", "rubric_version": "v1",
         "metrics": {"fluency": {"ratio": 0.93, "model_mean": 7.1, "reference_mean": 7.6, "n_valid": 10, "n_dropped": 1},

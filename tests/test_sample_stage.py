@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from v60k import sampler
-from v60k.samples import build_scene_video
-from v60k.stage import SkipVideo, StageError, Video
+from v60k.core.stage import SkipVideo, StageError, Video
+from v60k.core.workdir import read_json, write_json
+from v60k.media import frame_sampler
 from v60k.stages import stage_class
 from v60k.stages.sample import Sample, SampleSettings, frame_name
-from v60k.workdir import read_json, write_json
+from v60k.testing.sample_episodes import build_scene_video
 
 SCENE_LENGTHS = [3.0, 4.0, 3.0, 5.0]
 
@@ -32,7 +32,7 @@ def make_video(tmp_path: Path, rendered: tuple[Path, dict], *, scenes_json: bool
         {"index": i, "start_s": s["start_s"], "end_s": s["end_s"]} for i, s in enumerate(info["scenes"])
     ]
     if scenes_json:
-        motion = sampler.analyse(path, 0.0, info["duration_s"])
+        motion = frame_sampler.analyse(path, 0.0, info["duration_s"])
         write_json(video_dir / "scenes.json", {"scenes": scenes, "motion": motion.to_dict()})
     clips = [
         {

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from v60k import sampler
-from v60k.documents import Motion
-from v60k.media import MediaError, probe
-from v60k.sampler import SamplerSettings, frame_budget, hamming, plan
-from v60k.samples import build_scene_video
+from v60k.core.documents import Motion
+from v60k.media import frame_sampler
+from v60k.media.frame_sampler import SamplerSettings, frame_budget, hamming, plan
+from v60k.media.streams import MediaError, probe
+from v60k.testing.sample_episodes import build_scene_video
 
 SCENE_LENGTHS = [3.0, 5.0, 2.0, 6.0, 4.0]
 
@@ -112,7 +112,7 @@ def test_motion_profile_with_mismatched_lengths_is_explained() -> None:
 
 def test_analyse_finds_the_cuts(scene_video: tuple[Path, dict]) -> None:
     path, info = scene_video
-    motion = sampler.analyse(path, 0.0, info["duration_s"])
+    motion = frame_sampler.analyse(path, 0.0, info["duration_s"])
     assert len(motion.times_s) == pytest.approx(info["duration_s"] * 5, abs=2)
     chosen = plan(0.0, info["duration_s"], 10, motion=motion)  # no scene list: cuts from the profile
     found = {p.scene_index for p in chosen}
@@ -124,7 +124,7 @@ def test_analyse_finds_the_cuts(scene_video: tuple[Path, dict]) -> None:
 
 def test_sample_decodes_chosen_frames_as_jpeg(scene_video: tuple[Path, dict], tmp_path: Path) -> None:
     path, info = scene_video
-    frames = sampler.sample(path, 3.0, 16.0, 6, scenes=scene_dicts(info), width=160)
+    frames = frame_sampler.sample(path, 3.0, 16.0, 6, scenes=scene_dicts(info), width=160)
     times = [t for t, _ in frames]
     assert times == sorted(times) and 3 <= len(frames) <= 6 and all(3.0 <= t < 16.0 for t in times)
     for _, jpeg in frames:
@@ -144,12 +144,12 @@ def test_sample_reuses_a_covering_profile(
     scene_video: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, info = scene_video
-    motion = sampler.analyse(path, 0.0, info["duration_s"])
+    motion = frame_sampler.analyse(path, 0.0, info["duration_s"])
     calls: list[tuple] = []
-    monkeypatch.setattr(sampler, "analyse", lambda *a, **k: calls.append(a) or motion)
-    sampler.sample(path, 0.0, 5.0, 2, motion=motion.to_dict(), width=64)
+    monkeypatch.setattr(frame_sampler, "analyse", lambda *a, **k: calls.append(a) or motion)
+    frame_sampler.sample(path, 0.0, 5.0, 2, motion=motion.to_dict(), width=64)
     assert calls == []
-    sampler.sample(path, 0.0, 5.0, 2, motion=motion.span(0.0, 1.0), width=64)  # does not cover: analysed
+    frame_sampler.sample(path, 0.0, 5.0, 2, motion=motion.span(0.0, 1.0), width=64)  # does not cover: analysed
     assert len(calls) == 1
 
 
@@ -157,31 +157,31 @@ def test_sample_of_a_file_without_video_is_a_media_error(tmp_path: Path) -> None
     bogus = tmp_path / "not-a-video.mp4"
     bogus.write_bytes(b"\x00" * 1000)
     with pytest.raises(MediaError):
-        sampler.sample(bogus, 0.0, 5.0)
+        frame_sampler.sample(bogus, 0.0, 5.0)
 
 
 def test_grouped_grabs_match_single_grabs(
     scene_video: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path, info = scene_video
-    keys, fps = sampler.keyframe_times(path, 0.0, info["duration_s"])
+    keys, fps = frame_sampler.keyframe_times(path, 0.0, info["duration_s"])
     assert fps == 25.0
     assert keys and keys[0] == 0.0 and keys == sorted(keys)
     assert len(keys) >= 2, keys
     spread = [0.4, 1.4, 2.6, 5.2, 9.0, 12.8, 17.0]  # decoded in one run
     sparse = [keys[0] + 0.2, keys[0] + 0.6, keys[1] + 0.2, keys[1] + 0.6]  # one run per keyframe interval
-    singles = {t: sampler.grab_frame(path, t, width=96) for t in spread + sparse}
+    singles = {t: frame_sampler.grab_frame(path, t, width=96) for t in spread + sparse}
 
     def no_single_grabs(*args: object, **kwargs: object) -> bytes:
         raise MediaError("the grouped run should have decoded this frame", "no_frame")
 
-    monkeypatch.setattr(sampler, "grab_frame", no_single_grabs)
+    monkeypatch.setattr(frame_sampler, "grab_frame", no_single_grabs)
     for times in (spread, sparse):
-        grouped = sampler.grab_frames(path, times, width=96)
+        grouped = frame_sampler.grab_frames(path, times, width=96)
         assert sorted(grouped) == times
         for t in times:
             assert isinstance(grouped[t], bytes), grouped[t]
-            assert hamming(sampler.dhash_of_jpeg(grouped[t]), sampler.dhash_of_jpeg(singles[t])) <= 2, t
+            assert hamming(frame_sampler.dhash_of_jpeg(grouped[t]), frame_sampler.dhash_of_jpeg(singles[t])) <= 2, t
 
 
 def test_a_scene_that_looks_like_another_still_gets_its_frame() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from v60k.samples import MONICA, _speak
+from v60k.testing.sample_episodes import MONICA, _speak
 
 
 def test_the_same_line_sounds_the_same_under_any_home(tmp_path, monkeypatch):

@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from v60k import documents, pipeline
-from v60k.catalog import Catalog, ItemOutcome
-from v60k.config import PipelineConfig
-from v60k.executors.base import run_one
-from v60k.samples import build_scene_video
-from v60k.shot_detection import DetectionSettings, detect_shots, detect_with_scenedetect
-from v60k.stage import StageContext, Video
+from v60k.core import documents, pipeline
+from v60k.core.catalog import Catalog, ItemOutcome
+from v60k.core.config import PipelineConfig
+from v60k.core.executors.base import run_one
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json
+from v60k.media.shot_detection import DetectionSettings, detect_shots, detect_with_scenedetect
 from v60k.stages.scenes import Scenes
-from v60k.workdir import WorkDir, read_json
+from v60k.testing.sample_episodes import build_scene_video
 
 FPS = 25
 SCENE_LENGTHS_S = [2.0, 1.6, 2.4, 1.2]  # cuts at frames 50, 90, 150 (sources that are not all motion)

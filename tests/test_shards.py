@@ -15,7 +15,7 @@ from v60k.cli import cli
 from v60k.dataset import OutputSettings, table_schema, write_shards
 from v60k.dataset.schema import TABLES, load_table_spec
 from v60k.dataset.splits import assign_splits
-from v60k.dataset.synthetic import build_workdir, mark
+from v60k.testing.sample_workdirs import build_workdir, mark
 
 HUB_NAME = re.compile(r"^data/(videos|utterances|clips|dialogues)/(train|validation|test)-(\d{5})-of-(\d{5})\.parquet$")
 

@@ -10,7 +10,7 @@ import pytest
 
 from v60k.dataset import OutputSettings, validate, write_shards
 from v60k.dataset.splits import assign_splits, plan_splits
-from v60k.dataset.synthetic import build_workdir
+from v60k.testing.sample_workdirs import build_workdir
 
 RATIOS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 

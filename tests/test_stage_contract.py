@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from v60k import documents, pipeline
-from v60k.catalog import Catalog, ItemOutcome
-from v60k.documents import DOCUMENTS, NAMES, DocumentError
-from v60k.stage import Stage
+from v60k.core import documents, pipeline
+from v60k.core.catalog import Catalog, ItemOutcome
+from v60k.core.documents import DOCUMENTS, NAMES, DocumentError
+from v60k.core.stage import Stage
+from v60k.core.workdir import VideoPaths, WorkDir, write_json
 from v60k.stages import (
     STAGE_ORDER,
     ContractError,
@@ -19,7 +20,6 @@ from v60k.stages import (
     stage_class,
     stages_through,
 )
-from v60k.workdir import VideoPaths, WorkDir, write_json
 
 
 def test_each_read_document_has_exactly_one_earlier_writer_and_requires_is_derived() -> None:

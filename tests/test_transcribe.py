@@ -14,20 +14,20 @@ import numpy as np
 import pytest
 from conftest import shared_media
 
-from v60k import pipeline
 from v60k.backends.asr import Segment, Transcript, Word, cast_prompt
 from v60k.backends.asr.faster_whisper import FasterWhisperBackend, bundled_model_dir
 from v60k.backends.asr.guards import apply_guards, repeated_phrase, undertranscribed_speech_s
 from v60k.backends.asr.metrics import normalize_words, word_error_rate
-from v60k.catalog import Catalog
-from v60k.config import PipelineConfig
-from v60k.executors.base import ItemOutcome, run_one
-from v60k.media import extract_audio, probe
-from v60k.samples import EpisodeSpec, build_episode, three_speaker_spec, two_speaker_spec
-from v60k.stage import StageError, Video
+from v60k.core import pipeline
+from v60k.core.catalog import Catalog
+from v60k.core.config import PipelineConfig
+from v60k.core.executors.base import ItemOutcome, run_one
+from v60k.core.stage import StageError, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
+from v60k.media.streams import extract_audio, probe
 from v60k.stages import stage_class
 from v60k.stages.transcribe import Transcribe, TranscribeSettings, read_wav
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.testing.sample_episodes import EpisodeSpec, build_episode, three_speaker_spec, two_speaker_spec
 
 
 @pytest.fixture(scope="module")

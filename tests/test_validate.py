@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from v60k.cli import cli
 from v60k.dataset import OutputSettings, validate, write_shards
-from v60k.dataset.synthetic import build_workdir
+from v60k.testing.sample_workdirs import build_workdir
 
 
 def make_corpus(root: Path) -> Path:

@@ -19,13 +19,13 @@ import pytest
 from faster_whisper.transcribe import TranscriptionOptions
 
 from v60k.backends.asr.whisperx import WhisperXBackend, words_with_times
-from v60k.executors.base import run_one
-from v60k.media import load_audio as decode_audio
-from v60k.media import probe
-from v60k.samples import EpisodeSpec, Line, build_episode
-from v60k.stage import StageError, Video
+from v60k.core.executors.base import run_one
+from v60k.core.stage import StageError, Video
+from v60k.core.workdir import read_json, write_json
+from v60k.media.streams import load_audio as decode_audio
+from v60k.media.streams import probe
 from v60k.stages.transcribe import Transcribe, TranscribeSettings
-from v60k.workdir import read_json, write_json
+from v60k.testing.sample_episodes import EpisodeSpec, Line, build_episode
 
 _DEFAULT_ASR_OPTIONS = {  # whisperx.asr.load_model's defaults, as it builds TranscriptionOptions
     "beam_size": 5, "best_of": 5, "patience": 1, "length_penalty": 1, "repetition_penalty": 1,
@@ -98,7 +98,7 @@ def fake_whisperx(calls: list[tuple[str, dict[str, Any]]], segments: list[dict[s
 def episode(tmp_path_factory: pytest.TempPathFactory) -> Any:
     spec = EpisodeSpec(name="numbers", lines=[Line("Ross", "I counted 3 dinosaurs today."),
                                               Line("Ross", "Then I went home.")])
-    from v60k.samples import ROSS
+    from v60k.testing.sample_episodes import ROSS
 
     spec.speakers = [ROSS]
     return build_episode(spec, tmp_path_factory.mktemp("whisperx-media"))

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from v60k.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import read_json, write_json
+from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.workdir import read_json, write_json
 
 
 def _log_call(workdir: Path, stage: str, video_id: str) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from v60k import pipeline
-from v60k.config import load_config
-from v60k.progress import default_progress
-from v60k.samples import Episode, MediaServer, build_episode, demo_specs
+from v60k.core import pipeline
+from v60k.core.config import load_config
+from v60k.core.progress import default_progress
 from v60k.stages import STAGE_ORDER
+from v60k.testing.sample_episodes import Episode, MediaServer, build_episode, demo_specs
 
 REPO = Path(__file__).resolve().parent.parent
 SERIES = "Demo Apartment"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from v60k.media import extract_audio
-from v60k.samples import build_episode, two_speaker_spec
-from v60k.stage import StageContext, Video
+from v60k.core.stage import StageContext, Video
+from v60k.core.workdir import WorkDir, read_json, write_json
+from v60k.media.streams import extract_audio
 from v60k.stages.diarize import Diarize
-from v60k.workdir import WorkDir, read_json, write_json
+from v60k.testing.sample_episodes import build_episode, two_speaker_spec
 
 pytestmark = pytest.mark.gpu
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from v60k.backends.asr.metrics import word_error_rate
-from v60k.executors.base import run_one
-from v60k.media import probe
-from v60k.samples import build_episode, two_speaker_spec
-from v60k.stage import Video
+from v60k.core.executors.base import run_one
+from v60k.core.stage import Video
+from v60k.core.workdir import read_json, write_json
+from v60k.media.streams import probe
 from v60k.stages.transcribe import Transcribe, TranscribeSettings
-from v60k.workdir import read_json, write_json
+from v60k.testing.sample_episodes import build_episode, two_speaker_spec
 
 pytestmark = pytest.mark.gpu
 

@@ -1,4 +1,4 @@
-"""The ``v60k`` command line: a thin layer over the Python API (``v60k.pipeline`` and friends)."""
+"""The ``v60k`` command line: a thin layer over the Python API (``v60k.core.pipeline`` and friends)."""
 
 from __future__ import annotations
 

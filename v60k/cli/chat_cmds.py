@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from v60k.cli.common import command_config, friendly_errors, set_option
-from v60k.workdir import WorkDir
+from v60k.core.workdir import WorkDir
 
 NO_ENDPOINT_EXIT = 2
 
@@ -54,8 +54,8 @@ def chat_command(video, character, persona, cast, question, config_path, model, 
       v60k chat --video episode.mp4 --character Ross --config pipelines/chat.yaml
       v60k chat --video episode.mp4 --character Ross --once "How was the museum?"
     """
-    from v60k.framework import chat
-    from v60k.progress import default_progress
+    from v60k.core.progress import default_progress
+    from v60k.roleplay import chat
 
     config = command_config(workdir, config_path, sets)
     cast_list = [c.strip() for c in (cast or "").split(";") if c.strip()] or [character]

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from v60k.config import PipelineConfig, parse_override, resolve_config
-from v60k.errors import V60kError, redact
+from v60k.core.config import PipelineConfig, parse_override, resolve_config
+from v60k.core.errors import V60kError, redact
 
 log = logging.getLogger("v60k.cli")
 

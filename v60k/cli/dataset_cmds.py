@@ -12,7 +12,7 @@ from v60k.cli.common import command_config, echo_json, friendly_errors, set_opti
 
 
 def _output_settings(workdir: str, config_path: str | None, sets: tuple[str, ...], overrides: dict[str, object]):
-    from v60k.config import Override
+    from v60k.core.config import Override
 
     extra = [Override(path=("output", k), value=v) for k, v in overrides.items() if v is not None]
     return command_config(workdir, config_path, sets, extra=extra).output

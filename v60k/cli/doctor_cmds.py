@@ -28,11 +28,11 @@ def doctor_cmd(workdir, repair, manifest, as_json):
       v60k doctor --workdir ./v60k-work
       v60k doctor --workdir ./v60k-work --repair --manifest videos.csv
     """
-    from v60k.catalog import Catalog
+    from v60k.core.catalog import Catalog
+    from v60k.core.locks import RunLock
+    from v60k.core.manifest import load_manifest
+    from v60k.core.workdir import WorkDir
     from v60k.dataset.writer import STAGE_FILES
-    from v60k.locks import RunLock
-    from v60k.manifest import load_manifest
-    from v60k.workdir import WorkDir
 
     work = WorkDir(workdir)
     health = Catalog.diagnose(work)

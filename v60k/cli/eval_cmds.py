@@ -12,7 +12,7 @@ from rich.table import Table
 
 from v60k.cli.chat_cmds import no_endpoint
 from v60k.cli.common import command_config, echo_json, friendly_errors, set_option
-from v60k.workdir import WorkDir, write_json
+from v60k.core.workdir import WorkDir, write_json
 
 # ------------------------------------------------------------------------------------------------ eval
 
@@ -46,7 +46,7 @@ def eval_command(shards, model, judge, limit, out, config_path, workdir, split, 
     Example:
       v60k eval --shards corpus/ --model my-roleplay-model --judge gpt-4o --out results.json
     """
-    from v60k.framework import chat, evaluate
+    from v60k.roleplay import chat, evaluate
 
     config = command_config(workdir, config_path, sets)
     rubric_obj = evaluate.Rubric.load(rubric)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 
 import click
 
-from v60k import pipeline
 from v60k.cli.common import command_config, echo_json, pipeline_options, set_option
 from v60k.cli.render import print_plan, print_status, print_summary
-from v60k.config import Override
-from v60k.errors import ConfirmationNeeded
-from v60k.progress import default_progress
+from v60k.core import pipeline
+from v60k.core.config import Override
+from v60k.core.errors import ConfirmationNeeded
+from v60k.core.progress import default_progress
 from v60k.stages import STAGE_ORDER, STAGE_SUMMARIES
 
 # Stage settings that deserve a flag of their own on the stage's command (all others: --set KEY=VALUE).

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from v60k.catalog import STATES
+from v60k.core.catalog import STATES
 
 
 def _console() -> Console:

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from v60k.framework.roleplay_format import PERSONA_LINES
-from v60k.framework.sft import ExportError, ExportSettings, export_sft
+from v60k.roleplay.format import PERSONA_LINES
+from v60k.roleplay.sft_export import ExportError, ExportSettings, export_sft
 
 
 @click.command("export-sft")

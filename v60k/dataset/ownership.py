@@ -25,10 +25,10 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from v60k import __version__
+from v60k.core.errors import V60kError
+from v60k.core.workdir import read_json, write_json
 from v60k.dataset.schema import META_TABLE, TABLES
 from v60k.dataset.validate import SHARD_NAME
-from v60k.errors import V60kError
-from v60k.workdir import read_json, write_json
 
 RECORD_NAME = ".v60k-corpus.json"
 FORCE_HINT = "pass --force (Python: overwrite=True; a run's output step: `output: {overwrite: true}`)"

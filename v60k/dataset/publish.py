@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from v60k.core.errors import V60kError
 from v60k.dataset.card import normalize_license
 from v60k.dataset.validate import validate
-from v60k.errors import V60kError
 
 MB = 1024 * 1024
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from v60k.catalog import Catalog
+from v60k.core.catalog import Catalog
+from v60k.core.workdir import WorkDir, atomic_path
 from v60k.dataset import reader
-from v60k.workdir import WorkDir, atomic_path
 
 TEMPLATE = Path(__file__).with_name("report_template.html")
 GALLERY_CLIPS = 4  # sample clips shown, from as many videos as there are
@@ -233,7 +233,7 @@ def _add_utterance(facts: CorpusFacts, character: str | None, confidence: float 
 def add_catalog_facts(facts: CorpusFacts, workdir: WorkDir) -> None:
     """Failures, usage, state counts and, where stages report them, per-stage item outcomes and totals: what
     ``v60k status`` shows (``pipeline.status``)."""
-    from v60k.pipeline import status
+    from v60k.core.pipeline import status
 
     state = status(workdir)
     facts.failures = state.get("failures") or []

@@ -26,8 +26,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from v60k.catalog import Catalog
-from v60k.config import OutputSettings  # the config's output section, checked when the config is loaded
+from v60k.core.catalog import Catalog
+from v60k.core.config import OutputSettings  # the config's output section, checked when the config is loaded
+from v60k.core.errors import V60kError
+from v60k.core.locks import FileLock, FolderBusy, RunLock
+from v60k.core.stage import Video
+from v60k.core.workdir import VideoPaths, WorkDir, read_json
 from v60k.dataset.ownership import (
     CorpusError,
     CorpusRecord,
@@ -40,11 +44,7 @@ from v60k.dataset.ownership import (
 )
 from v60k.dataset.schema import SPLITS, TABLES, required_fields, table_schema
 from v60k.dataset.splits import plan_splits
-from v60k.errors import V60kError
-from v60k.locks import FileLock, FolderBusy, RunLock
-from v60k.stage import Video
 from v60k.stages import Derived, stage_documents
-from v60k.workdir import VideoPaths, WorkDir, read_json
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024

@@ -11,8 +11,8 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from v60k.documents import DOCUMENTS, Document
-from v60k.stage import Stage
+from v60k.core.documents import DOCUMENTS, Document
+from v60k.core.stage import Stage
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -1,12 +1,12 @@
 """attribute: map each diarization speaker to a character of the cast, or to no one, never guessing.
 
-Evidence comes from the dialogue itself, each clue tied to the line it is about (v60k.attribution_checks):
+Evidence comes from the dialogue itself, each clue tied to the line it is about (v60k.attribution.checks):
 - a vocative or greeting ("Hi Monica", "Ross, are you ...", "..., Monica.") says the current speaker is *not*
   that character, and the addressee is probably the next different speaker (a greeting, a question) or the
   previous one (an answer: "Yes Ross, ..."); when both are the same speaker, that one;
 - a self-introduction ("I'm Ross", "my name is Ross") says the speaker is that character;
 - a third-person mention is weak evidence that the speaker is not that character;
-- optionally, a per-series voice bank (v60k.voice_bank) adds evidence by nearest-neighbour voice match.
+- optionally, a per-series voice bank (v60k.backends.diarization.voice_bank) adds evidence by nearest-neighbour voice match.
 A speaker whose own clues contradict each other (two names, calling itself, answering itself) holds two people
 and stays null. The others are assigned one-to-one within a video (Hungarian over the evidence, with a "no one"
 option for every speaker). A name's confidence is how clearly its evidence beats the best alternative times
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from v60k.attribution_checks import (
+from v60k.attribution.checks import (
     ANSWERS,
     Clue,
     coverage,
@@ -38,10 +38,10 @@ from v60k.attribution_checks import (
     sentence_cuts,
     span,
 )
-from v60k.stage import SkipVideo, Stage, StageResult, StageSettings, Video
+from v60k.backends.diarization.voice_bank import VoiceBank
+from v60k.core.stage import SkipVideo, Stage, StageResult, StageSettings, Video
+from v60k.core.workdir import read_json, write_json
 from v60k.stages.diarize import read_input_json, upstream_reason
-from v60k.voice_bank import VoiceBank
-from v60k.workdir import read_json, write_json
 
 GREETINGS = ("hi", "hey", "hello", "morning", "good morning", "good evening", "good night", "bye", "goodbye",
              "welcome", "excuse me", "listen", "look", "come on", "oh", "dear")

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 from pydantic import Field, model_validator
 
-from v60k import documents
-from v60k.documents import Clip, DocumentError, Line, Lines, Scenes
-from v60k.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core import documents
+from v60k.core.documents import Clip, DocumentError, Line, Lines, Scenes
+from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 
 BOUNDARY_TOLERANCE_S = 0.05  # a line within this of a cut does not cross it (timestamp jitter)
 

@@ -22,9 +22,9 @@ from v60k.backends.diarization import (
     make_backend,
     relabel_by_first_turn,
 )
-from v60k.media import load_audio
-from v60k.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import read_json, write_json
+from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.workdir import read_json, write_json
+from v60k.media.streams import load_audio
 
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 1.0

@@ -2,9 +2,9 @@
 and ``subs/`` (see docs/architecture.md and docs/download.md).
 
 Everything is fetched into a staging dir inside the video dir and moved into place only once the file has
-been checked (``v60k.media.probe`` + ``check_complete``), so a killed run never leaves a half ``source.*``.
+been checked (``v60k.media.streams.probe`` + ``check_complete``), so a killed run never leaves a half ``source.*``.
 A playlist or channel URL downloads nothing: its entries come back as new videos for the catalog.
-Every connection goes through the network policy (``v60k.netguard``), and a file whose content another video
+Every connection goes through the network policy (``v60k.core.netguard``), and a file whose content another video
 of the work dir already holds is skipped as ``duplicate_content``.
 """
 
@@ -25,10 +25,9 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from v60k import media
-from v60k.manifest import derive_id
-from v60k.netguard import BlockedAddress, Policy, check_host, guarded
-from v60k.stage import (
+from v60k.core.manifest import derive_id
+from v60k.core.netguard import BlockedAddress, Policy, check_host, guarded
+from v60k.core.stage import (
     Resources,
     SkipVideo,
     Stage,
@@ -38,7 +37,8 @@ from v60k.stage import (
     Video,
     fingerprint_of,
 )
-from v60k.workdir import read_json, sanitize_id, write_json
+from v60k.core.workdir import read_json, sanitize_id, write_json
+from v60k.media import streams
 
 log = logging.getLogger(__name__)
 
@@ -398,13 +398,13 @@ class Download(Stage):
             raise StageError(f"{_CLASS_MESSAGES['too_large']} ({self.settings.max_filesize_mb:g} MB)", "too_large")
         raise StageError("yt-dlp finished without producing a file", "download_error")
 
-    def _check_media(self, path: Path) -> media.StreamInfo:
+    def _check_media(self, path: Path) -> streams.StreamInfo:
         """The downloaded file is a whole, playable video within the caps; anything else is a classified failure."""
         try:
-            facts = media.probe(path)  # empty_file, not_a_video (a web page), corrupt_media, no_streams
+            facts = streams.probe(path)  # empty_file, not_a_video (a web page), corrupt_media, no_streams
             if facts.has_video:
-                media.check_complete(path)  # truncated files whose index still probes
-        except media.MediaError as exc:
+                streams.check_complete(path)  # truncated files whose index still probes
+        except streams.MediaError as exc:
             error_class = "not_a_video" if exc.error_class == "no_streams" else exc.error_class
             raise StageError(str(exc).replace(str(path), path.name), error_class) from None
         if not facts.has_video:
@@ -447,7 +447,7 @@ class Download(Stage):
         os.replace(temporary, claim)
 
     def _publish(self, video: Video, info: dict[str, Any], source: Path, staging: Path,
-                 facts: media.StreamInfo, digest: str) -> StageResult:
+                 facts: streams.StreamInfo, digest: str) -> StageResult:
         """Move the checked file and subtitles into place, then write info.json (last: it marks completion)."""
         paths = video.paths
         subtitles = self._collect_subtitles(info, staging)
@@ -499,7 +499,7 @@ class Download(Stage):
         return found
 
     @staticmethod
-    def info_document(video: Video, info: dict[str, Any], facts: media.StreamInfo,
+    def info_document(video: Video, info: dict[str, Any], facts: streams.StreamInfo,
                       subtitles: dict[str, str], digest: str) -> dict[str, Any]:
         """The info.json subset (docs/architecture.md): the source's metadata, the file's measured facts.
 

@@ -36,8 +36,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from v60k.backends.llm import LLMError, LLMSettings
-from v60k.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import VideoPaths, read_json, write_json
+from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.workdir import VideoPaths, read_json, write_json
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"  # also reachable as pipelines/prompts/
 RAW_GENERATOR = "v60k"
@@ -423,7 +423,7 @@ def _llm_settings(section: dict[str, Any]) -> LLMSettings:
     """The ``llm`` config section, or a ConfigError naming what is wrong with it."""
     from pydantic import ValidationError
 
-    from v60k.config import ConfigError
+    from v60k.core.config import ConfigError
 
     try:
         return LLMSettings(**section)

@@ -1,4 +1,4 @@
-"""The sample stage: each clip's frames, chosen by the reference adaptive sampler (``v60k.sampler``).
+"""The sample stage: each clip's frames, chosen by the reference adaptive sampler (``v60k.media.frame_sampler``).
 
 Reads clips.json and (when present) scenes.json, whose motion profile and scene list the sampler reuses,
 so that only the chosen frames are decoded. Writes ``frames/<clip_id>/<t_ms>.jpg`` and frames.json
@@ -12,18 +12,18 @@ from typing import Any
 
 from pydantic import Field
 
-from v60k import documents
-from v60k.documents import Motion
-from v60k.media import MediaError
-from v60k.sampler import SamplerSettings, sample_planned
-from v60k.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import VideoPaths, atomic_path
+from v60k.core import documents
+from v60k.core.documents import Motion
+from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.workdir import VideoPaths, atomic_path
+from v60k.media.frame_sampler import SamplerSettings, sample_planned
+from v60k.media.streams import MediaError
 
 log = logging.getLogger(__name__)
 
 
 class SampleSettings(StageSettings, SamplerSettings):
-    """The sampler's settings (``v60k.sampler.SamplerSettings``) plus the JPEGs' size and quality."""
+    """The sampler's settings (``v60k.media.frame_sampler.SamplerSettings``) plus the JPEGs' size and quality."""
 
     width: int = Field(448, ge=16, description="JPEG width in pixels (aspect ratio kept)")
     jpeg_quality: int = Field(3, ge=2, le=31, description="ffmpeg q:v (2 best, 31 worst)")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from v60k import documents, media
-from v60k.shot_detection import DetectionSettings, ShotAnalysis, detect_shots
-from v60k.stage import Resources, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core import documents
+from v60k.core.stage import Resources, Stage, StageError, StageResult, StageSettings, Video
+from v60k.media import streams
+from v60k.media.shot_detection import DetectionSettings, ShotAnalysis, detect_shots
 
 
 class Scenes(Stage):
@@ -20,13 +21,13 @@ class Scenes(Stage):
     resources = Resources(cpus=1)
 
     class Settings(StageSettings, DetectionSettings):
-        """The detection's own settings (``v60k.shot_detection.DetectionSettings``), as the stage's section."""
+        """The detection's own settings (``v60k.media.shot_detection.DetectionSettings``), as the stage's section."""
 
     def process(self, video: Video) -> StageResult:
         source = video.paths.source
         if source is None:
             raise StageError(f"no downloaded source file in {video.dir}", "missing_source")
-        info = media.probe(source)
+        info = streams.probe(source)
         if not info.has_video:
             raise StageError(f"{source.name}: no video stream (audio only)", "no_video_stream")
         analysis = detect_shots(source, info.width, info.height, self.settings)
@@ -42,7 +43,7 @@ class Scenes(Stage):
             },
         )
 
-    def scenes_document(self, info: media.StreamInfo, analysis: ShotAnalysis) -> documents.Scenes:
+    def scenes_document(self, info: streams.StreamInfo, analysis: ShotAnalysis) -> documents.Scenes:
         """The scenes.json content: stream facts, detector settings, scenes and the motion profile."""
         settings: DetectionSettings = self.settings  # type: ignore[assignment]
         stream = {

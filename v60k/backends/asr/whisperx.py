@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from v60k.backends.asr import Segment, Transcript, Word
-from v60k.stage import StageError
+from v60k.core.stage import StageError
 
 
 def text_compression_ratio(text: str) -> float:

@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import SecretStr
 
 from v60k.backends.diarization import DiarizationResult, SpeakerCountHint, Turn
-from v60k.stage import StageError
+from v60k.core.stage import StageError
 
 DEFAULT_MODEL = "pyannote/speaker-diarization-community-1"
 MODEL_ALIASES = {

@@ -32,7 +32,7 @@ from pydantic import BaseModel
 from v60k.backends.llm import ChatResult, LLMError
 from v60k.backends.llm.compat import InvalidAnswer, parse_answer, response_format, with_instruction
 from v60k.backends.llm.cost import Usage
-from v60k.workdir import read_json, write_bytes, write_json
+from v60k.core.workdir import read_json, write_bytes, write_json
 
 ENDPOINT = "/v1/chat/completions"
 FINAL_STATUSES = ("completed", "failed", "expired", "cancelled")

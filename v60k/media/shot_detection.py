@@ -32,8 +32,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from v60k.documents import Motion
-from v60k.media import MediaError, VideoTiming, video_timing
+from v60k.core.documents import Motion
+from v60k.media.streams import MediaError, VideoTiming, video_timing
 
 DetectorName = Literal["adaptive", "content"]
 SkipFrames = Literal["none", "noref", "bidir"]

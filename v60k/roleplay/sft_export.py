@@ -1,8 +1,8 @@
 """SFT export: role-play conversations from the corpus shards, for LLaMA-Factory and for TRL.
 
-One conversation per dialogue row, rendered by the role-play format (``v60k.framework.roleplay_format``) exactly
+One conversation per dialogue row, rendered by the role-play format (``v60k.roleplay.format``) exactly
 as ``v60k chat`` and ``v60k eval`` ask a model: the system prompt of ``roleplay-v1`` with the character's persona
-(``v60k.framework.personas``: their lines outside the conversation's clip) and the clip's summary; the clip's
+(``v60k.roleplay.personas``: their lines outside the conversation's clip) and the clip's summary; the clip's
 frames in temporal order, each labelled with its time, opening the first user turn; then user / assistant
 alternate, the assistant turns being the character's lines (a trailing user turn is dropped).
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from v60k.core.errors import V60kError
+from v60k.core.workdir import atomic_path, write_bytes, write_json
 from v60k.dataset import reader
-from v60k.errors import V60kError
-from v60k.framework.corpus_profiles import CharacterLines, dialogue_profile
-from v60k.framework.roleplay_format import (
+from v60k.roleplay.format import (
     IMAGE_TOKEN,
     PERSONA_LINES,
     Conversation,
@@ -33,7 +33,7 @@ from v60k.framework.roleplay_format import (
     evenly_spaced,
     persona_text,
 )
-from v60k.workdir import atomic_path, write_bytes, write_json
+from v60k.roleplay.profiles import CharacterLines, dialogue_profile
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from v60k.workdir import VideoPaths, WorkDir
+from v60k.core.workdir import VideoPaths, WorkDir
 
 
 class StageSettings(BaseModel):
@@ -150,7 +150,7 @@ class Stage:
     """Base class. Subclasses set ``name``, ``version``, ``reads``, ``writes``, ``Settings`` and implement
     ``process``.
 
-    ``reads`` / ``writes`` name work-dir documents and media files (``v60k.documents.NAMES``). ``requires``
+    ``reads`` / ``writes`` name work-dir documents and media files (``v60k.core.documents.NAMES``). ``requires``
     (the stages whose rows must be final first; a change to one re-queues this stage) is derived by the
     registry (``v60k.stages``): the writer of each document this stage reads. A stage outside the registry
     (a test's) sets ``requires`` itself.

@@ -10,10 +10,10 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from v60k.catalog import ItemOutcome
-from v60k.errors import NO_RESOURCES
-from v60k.executors.base import StageSpec, crashed, run_one
-from v60k.stage import Resources, Video
+from v60k.core.catalog import ItemOutcome
+from v60k.core.errors import NO_RESOURCES
+from v60k.core.executors.base import StageSpec, crashed, run_one
+from v60k.core.stage import Resources, Video
 
 TEARDOWN_TIMEOUT_S = 60.0  # how long the actors get to release what they hold before they are killed
 

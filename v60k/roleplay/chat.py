@@ -6,7 +6,7 @@
     session = ChatSession(profile, client, model="gpt-4o-mini")
     answer = await session.ask("How was the museum?")
 
-``prepare_video`` runs the speech stages on the video in a work dir (``v60k.pipeline.run``: download, scenes,
+``prepare_video`` runs the speech stages on the video in a work dir (``v60k.core.pipeline.run``: download, scenes,
 transcribe, diarize, attribute), ``build_profile`` samples frames with the reference sampler (temporal order) and makes the summary
 context from the attributed transcript with the generation stage's summary prompt through the LLM client — or the
 extractive summary when no endpoint is configured. All of that works offline; only ``ask`` needs a model.
@@ -22,10 +22,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from v60k.catalog import Catalog
-from v60k.config import PipelineConfig
-from v60k.errors import V60kError
-from v60k.framework.roleplay_format import (
+from v60k.core.catalog import Catalog
+from v60k.core.config import PipelineConfig
+from v60k.core.errors import V60kError
+from v60k.core.manifest import derive_id, load_manifest
+from v60k.core.progress import Progress
+from v60k.core.stage import Video
+from v60k.core.workdir import VideoPaths, WorkDir, read_json
+from v60k.roleplay.format import (
     PERSONA_LINES,
     Prompt,
     RolePlayProfile,
@@ -35,12 +39,8 @@ from v60k.framework.roleplay_format import (
     persona_text,
     without_images,
 )
-from v60k.manifest import derive_id, load_manifest
-from v60k.progress import Progress
-from v60k.samples import MediaServer
-from v60k.stage import Video
 from v60k.stages import STAGE_SUMMARIES, Derived, stages_through
-from v60k.workdir import VideoPaths, WorkDir, read_json
+from v60k.testing.sample_episodes import MediaServer
 
 # the stages that make lines.json (iterating gives their names in order), derived from the stage registry
 SPEECH_STAGES = Derived(lambda: {s: STAGE_SUMMARIES[s] for s in stages_through("lines")})
@@ -100,7 +100,7 @@ def prepare_video(
     progress: Progress | None = None,
 ) -> PreparedVideo:
     """Run the speech stages on one video (resumable in ``workdir``) and read what they produced."""
-    from v60k import pipeline
+    from v60k.core import pipeline
 
     workdir = workdir if isinstance(workdir, WorkDir) else WorkDir(workdir)
     workdir.create()
@@ -153,7 +153,7 @@ def _explain(item: dict[str, Any]) -> str:
 def video_frames(prepared: PreparedVideo, max_frames: int | None) -> list[tuple[float, bytes]]:
     """The reference sampler's frames over the whole video, in temporal order (reusing the scenes stage's
     scenes and motion profile)."""
-    from v60k.sampler import sample
+    from v60k.media.frame_sampler import sample
 
     source = prepared.paths.source
     if source is None:

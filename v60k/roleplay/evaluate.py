@@ -33,8 +33,7 @@ from pydantic import BaseModel
 
 from v60k.backends.llm.cost import Usage, UsageMeter, UsageTotals
 from v60k.dataset import reader
-from v60k.framework.corpus_profiles import CharacterLines, dialogue_profile
-from v60k.framework.roleplay_format import (
+from v60k.roleplay.format import (
     PERSONA_LINES,
     PROMPTS_DIR,
     ROLEPLAY_PROMPT_VERSION,
@@ -44,6 +43,7 @@ from v60k.framework.roleplay_format import (
     evenly_spaced,
     persona_text,
 )
+from v60k.roleplay.profiles import CharacterLines, dialogue_profile
 
 DEFAULT_RUBRIC = "eval-rubric-v1"
 

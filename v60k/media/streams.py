@@ -10,8 +10,8 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
-from v60k.stage import StageError
-from v60k.workdir import atomic_path
+from v60k.core.stage import StageError
+from v60k.core.workdir import atomic_path
 
 
 class MediaError(StageError):

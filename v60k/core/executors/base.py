@@ -10,10 +10,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from v60k.catalog import ItemOutcome
-from v60k.errors import EXPANDED, WORKER_CRASHED
-from v60k.stage import Resources, SkipVideo, Stage, StageContext, StageError, Video
-from v60k.workdir import WorkDir
+from v60k.core.catalog import ItemOutcome
+from v60k.core.errors import EXPANDED, WORKER_CRASHED
+from v60k.core.stage import Resources, SkipVideo, Stage, StageContext, StageError, Video
+from v60k.core.workdir import WorkDir
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 ``plan`` chooses frame times from a low-resolution motion profile (scenes.json's ``motion``, or one low-res
 ffmpeg decode by ``analyse``) without decoding anything else; ``sample`` then decodes only the chosen frames
-(``v60k.media.grab_frame``) as JPEG. The algorithm (docs/framework.md):
+(``v60k.media.streams.grab_frame``) as JPEG. The algorithm (docs/framework.md):
 
 1. budget: ``frame_budget`` — N grows with the square root of the clip's length (short clips denser),
    at least ``min_frames``, at most ``max_frames`` (32 by default);
@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from v60k.documents import ANALYSIS_FPS, Motion
-from v60k.media import MediaError, grab_frame
-from v60k.shot_detection import dhash_of
+from v60k.core.documents import ANALYSIS_FPS, Motion
+from v60k.media.shot_detection import dhash_of
+from v60k.media.streams import MediaError, grab_frame
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def analyse(
     path: str | Path, start_s: float, end_s: float, *, fps: float = ANALYSIS_FPS, width: int = ANALYSIS_WIDTH
 ) -> Motion:
     """One low-resolution luma decode of [start_s, end_s): the motion profile ``plan`` needs."""
-    from v60k.media import probe
+    from v60k.media.streams import probe
 
     info = probe(path)
     if not getattr(info, "has_video", True) or not info.width or not info.height:
@@ -366,7 +366,7 @@ def grab_frames(
     Frames that share a keyframe interval are decoded by one ffmpeg run from that keyframe up to the last of
     them (a ``select`` filter keeps only them), so no interval is decoded twice; when those runs together would
     skip less than 30 % of the span, a single run from the first keyframe does it all (fewer process starts).
-    Anything a run misses falls back to ``v60k.media.grab_frame``.
+    Anything a run misses falls back to ``v60k.media.streams.grab_frame``.
     """
     import bisect
     import tempfile

@@ -5,7 +5,7 @@ reads and writes (``Stage.reads`` / ``Stage.writes``); the stage registry derive
 Models accept fields they do not name (``extra="allow"``): a stage may add facts without breaking readers.
 
     scenes = Scenes.load(video.paths)       # DocumentError (one line) when missing or malformed
-    save(video.paths, Clips(clips=[...]))   # written atomically (v60k.workdir.write_json)
+    save(video.paths, Clips(clips=[...]))   # written atomically (v60k.core.workdir.write_json)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
-from v60k.workdir import VideoPaths, read_json, write_json
+from v60k.core.workdir import VideoPaths, read_json, write_json
 
 ANALYSIS_FPS = 5.0  # the motion profile's default rate (analysed frames per second)
 

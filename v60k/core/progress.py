@@ -6,7 +6,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from v60k.catalog import ItemOutcome
+from v60k.core.catalog import ItemOutcome
 
 
 class Progress:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from v60k.errors import WorkDirError
-from v60k.stage import Video
-from v60k.workdir import VideoPaths, WorkDir, read_json, sanitize_id
+from v60k.core.errors import WorkDirError
+from v60k.core.stage import Video
+from v60k.core.workdir import VideoPaths, WorkDir, read_json, sanitize_id
 
 STATES = ("pending", "running", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")

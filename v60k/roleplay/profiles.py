@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from v60k.dataset import reader
-from v60k.framework.roleplay_format import PERSONA_LINES, RolePlayProfile, persona_text
+from v60k.roleplay.format import PERSONA_LINES, RolePlayProfile, persona_text
 
 TRAIN_SPLIT = "train"
 

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from v60k.catalog import Catalog, ItemOutcome
+from v60k.core.catalog import Catalog, ItemOutcome
+from v60k.core.workdir import WorkDir, write_bytes, write_json
 from v60k.stages import STAGE_ORDER
-from v60k.workdir import WorkDir, write_bytes, write_json
 
 STAGES = STAGE_ORDER
 CASTS = (("Monica", "Ross"), ("Ada", "Grace", "Linus"))

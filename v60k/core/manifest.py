@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from v60k.errors import UsageError
-from v60k.workdir import sanitize_id
+from v60k.core.errors import UsageError
+from v60k.core.workdir import sanitize_id
 
 FIELDS = ("url", "id", "series", "characters", "language", "license", "title")
 # Bounds of one row (docs/download.md, "Manifests"): a longer value, or a bigger row — YAML aliases expanded —,

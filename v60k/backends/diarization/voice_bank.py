@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from v60k.workdir import WorkDir, read_json, sanitize_id, write_json
+from v60k.core.workdir import WorkDir, read_json, sanitize_id, write_json
 
 BANK_VERSION = 1
 MAX_ENTRIES_PER_SERIES = 200

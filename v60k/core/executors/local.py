@@ -8,9 +8,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from v60k.catalog import ItemOutcome
-from v60k.executors.base import StageSpec, crashed, run_one
-from v60k.stage import Stage, Video
+from v60k.core.catalog import ItemOutcome
+from v60k.core.executors.base import StageSpec, crashed, run_one
+from v60k.core.stage import Stage, Video
 
 _worker_stage: Stage | None = None
 

@@ -3,7 +3,7 @@
 Every section is typed: ``llm`` (``LLMSettings``), ``output`` (``OutputSettings``), ``resources`` (per stage:
 cpus, gpus, memory_gb, workers) and one section per stage (that stage's ``Settings``). A mistake is one
 ``ConfigError`` naming the file (or ``--set``), the section and the key, never quoting a value: values of
-``${VAR}`` references are registered with ``v60k.errors.redact`` and never echoed. Secrets come only from the
+``${VAR}`` references are registered with ``v60k.core.errors.redact`` and never echoed. Secrets come only from the
 environment.
 
 ``--set SECTION.KEY=VALUE`` overrides are applied before the checks. The work dir keeps the config it was run with
@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from v60k.backends.llm import LLMSettings
-from v60k.errors import ConfigError, redact, register_sensitive
+from v60k.core.errors import ConfigError, redact, register_sensitive
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 SHARED_SECTIONS = ("llm", "output")
@@ -316,7 +316,7 @@ def check_stage_settings(stage: str, section: dict[str, Any], origin: Any = None
 
 def check_resources(resources: dict[str, Any], known_stages: Sequence[str], origin: Any = None) -> None:
     """Every ``resources:`` entry names a stage and only known resources with valid amounts."""
-    from v60k.stage import Resources
+    from v60k.core.stage import Resources
 
     origin = origin or (lambda *keys: "config")
     for stage, entry in resources.items():
@@ -382,7 +382,7 @@ def resolve_config(workdir: str | Path | None, path: str | Path | None, override
 
 def store_config(workdir: str | Path, config: PipelineConfig) -> Path:
     """Write ``config`` to the work dir (``${VAR}`` references, never their values)."""
-    from v60k.workdir import write_bytes
+    from v60k.core.workdir import write_bytes
 
     header = ("# The config this work dir was last run with (v60k writes it at every run). Commands without\n"
               "# --config use it; ${VAR} references are read from the environment each time.\n")

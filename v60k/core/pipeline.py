@@ -1,7 +1,7 @@
 """The Python API of the pipeline: ``plan`` and ``execute`` (``run`` is both) stages over the catalog's pending
 videos, ``status``, ``retry``.
 
-    from v60k.pipeline import plan, execute, run
+    from v60k.core.pipeline import plan, execute, run
     summary = run("v60k-work", manifest="videos.csv", config="pipelines/demo.yaml")
     todo = plan("v60k-work", config="pipelines/demo.yaml")   # changes nothing: what a run would do
     print("\n".join(todo.lines())); summary = execute(todo)
@@ -21,17 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from v60k.catalog import Catalog
-from v60k.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
-from v60k.errors import WorkDirError, canonical, redact
-from v60k.executors import Executor, StageSpec, make_executor
-from v60k.locks import RunLock as _RunLock
-from v60k.locks import WorkDirBusy as WorkDirBusy  # re-exported: callers catch v60k.pipeline.WorkDirBusy
-from v60k.manifest import Manifest, load_manifest
-from v60k.progress import Progress
-from v60k.stage import Resources, Stage, StageContext, Video
+from v60k.core.catalog import Catalog
+from v60k.core.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
+from v60k.core.errors import WorkDirError, canonical, redact
+from v60k.core.executors import Executor, StageSpec, make_executor
+from v60k.core.locks import RunLock as _RunLock
+from v60k.core.locks import (
+    WorkDirBusy as WorkDirBusy,  # re-exported: callers catch v60k.core.pipeline.WorkDirBusy
+)
+from v60k.core.manifest import Manifest, load_manifest
+from v60k.core.progress import Progress
+from v60k.core.stage import Resources, Stage, StageContext, Video
+from v60k.core.workdir import WorkDir
 from v60k.stages import STAGE_ORDER, registered_stages, stage_class
-from v60k.workdir import WorkDir
 
 StageRef = str | type[Stage]
 
@@ -364,7 +366,7 @@ def run(
 
 def conceal_settings(config: PipelineConfig, built: dict[str, Stage]) -> dict[str, Any]:
     """What the catalog stores about a run's config: public settings, values from ``${VAR}`` as references."""
-    from v60k.config import conceal
+    from v60k.core.config import conceal
 
     return conceal({"config": config.model_dump(mode="json", exclude={"stage_settings", "llm"}),
                     "stages": {n: s.settings.public_dict() for n, s in built.items()}})
@@ -438,7 +440,7 @@ def _run_stage(
         for outcome in runner.run(spec, _feed(catalog, stage.name, ready, run_id)):
             if outcome.error_message:  # no secret or ${VAR} value in the catalog or on screen
                 outcome.error_message = redact(outcome.error_message)
-            outcome.error_class = canonical(outcome.error_class)  # one failure, one name (v60k.errors)
+            outcome.error_class = canonical(outcome.error_class)  # one failure, one name (v60k.core.errors)
             catalog.record(outcome, fingerprint)
             if outcome.new_videos:
                 added, _ = catalog.add_videos(outcome.new_videos, parent_id=outcome.video_id)

@@ -15,7 +15,7 @@ import os
 import threading
 from pathlib import Path
 
-from v60k.errors import WorkDirError
+from v60k.core.errors import WorkDirError
 
 _READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 

@@ -3,16 +3,16 @@ a ``StageSpec`` once per worker (``setup()``), call ``process`` per video and yi
 
 from __future__ import annotations
 
-from v60k.executors.base import Executor, StageSpec, run_one
+from v60k.core.executors.base import Executor, StageSpec, run_one
 
 
 def make_executor(kind: str, workers: int = 1, ray_address: str | None = None, **options) -> Executor:
     if kind == "local":
-        from v60k.executors.local import LocalExecutor
+        from v60k.core.executors.local import LocalExecutor
 
         return LocalExecutor(workers=workers)
     if kind == "ray":
-        from v60k.executors.ray import RayExecutor
+        from v60k.core.executors.ray import RayExecutor
 
         return RayExecutor(workers=workers, address=ray_address, **options)
     raise ValueError(f"unknown executor {kind!r} (local or ray)")
