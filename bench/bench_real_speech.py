@@ -6,7 +6,8 @@ Sets, each run as videos of one work dir (source file → transcribe → diarize
 - ``built-*``: conversations cut and joined from the real single-speaker recordings of ../shared/media
   (jfk.flac, each channel of stereo_diarization.wav, multilingual.mp3) with known turns: the reference of a
   piece is its source's speech (Silero VAD on the clean source), labelled with the source's speaker. A
-  telephone-band copy (8 kHz and back, 300-3400 Hz) of two of them, and one real speaker alone (goal: 1).
+  telephone-band copy (8 kHz and back, 300-3400 Hz) of two of them, and one real speaker alone (goal: 1): the
+  MIT licence read in English then German, and Kennedy's sentence cut in two by 8 s silences.
 - the generated episodes stay in ``bench_diarize`` (their count goal: exact).
 
 DER: ``pyannote.metrics`` (no collar, overlapped speech scored, over the whole file). Also printed: speakers
@@ -121,12 +122,26 @@ def built_recordings() -> list[Recording]:
     two_voices = {k: voices[k] for k in ("kennedy", "mit_reader")}
     call, call_ref = converse(two_voices, ["mit_reader", "kennedy"] * 5, seed=2)
     one = load_audio(MEDIA / "multilingual.mp3", RATE)
+    quiet = np.zeros(8 * RATE, np.float32)
+    kennedy = voices["kennedy"]
+    split = np.concatenate([quiet, kennedy[: 5 * RATE], quiet, kennedy[5 * RATE :], quiet])
+    split_ref = [(a + (8 if a < 5 else 16), b + (8 if b <= 5 else 16), "kennedy")
+                 for piece in speech_pieces(kennedy) for a, b in _split_at(piece, 5.0)]
     return [
         Recording("built-4voices", four, four_ref, speakers=4, group="built"),
         Recording("built-4voices-phone", telephone(four), four_ref, speakers=4, group="built"),
         Recording("built-call-phone", telephone(call), call_ref, speakers=2, group="built"),
-        Recording("built-one-reader", one, [(0.0, len(one) / RATE, "mit_reader")], speakers=1, group="built"),
+        Recording("built-one-reader-en-de", one, [(0.0, len(one) / RATE, "mit_reader")], speakers=1, group="built"),
+        Recording("built-kennedy-silences", split, split_ref, speakers=1, group="built"),
     ]
+
+
+def _split_at(piece: list[tuple[float, float]], cut_s: float) -> list[tuple[float, float]]:
+    """The regions of ``piece`` with any region across ``cut_s`` cut in two there."""
+    out = []
+    for a, b in piece:
+        out += [(a, cut_s), (cut_s, b)] if a < cut_s < b else [(a, b)]
+    return out
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:

@@ -22,6 +22,7 @@ MEL_HOP_S = 0.01  # resemblyzer: 10 ms mel frames
 MAX_WINDOWS = 3000  # long films get a longer hop: the clustering's distance matrix stays ~36 MB
 BLOCK_S = 120.0  # the mel spectrogram is computed block by block: a feature film never needs GBs at once
 ENCODER_BATCH = 256
+MIN_WINDOW_FRAMES = 50  # a shorter piece of speech says little about its speaker
 
 
 class EmbeddingDiarizer:
@@ -67,7 +68,7 @@ class EmbeddingDiarizer:
         self._encoder = VoiceEncoder("cpu", verbose=False)
         # the first mel spectrogram compiles librosa's kernels and Silero loads its ONNX model: pay it here
         warm = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
-        self._embed_windows(self._mel(warm), [0])
+        self._embed_windows(self._mel(warm), [(0, self.window_frames)])
         speech_regions(warm, self.vad_threshold)
 
     def identity(self) -> dict[str, Any]:
@@ -92,14 +93,14 @@ class EmbeddingDiarizer:
             return DiarizationResult([], {}, self.name, "resemblyzer", {**details, "count_rule": "no_speech"})
         mel = self._mel(audio)
         hop_frames = max(1, int(round(max(self.hop_s, speech_s / MAX_WINDOWS) / MEL_HOP_S)))
-        starts = window_starts(regions, self.window_frames, hop_frames, len(mel))
-        embeddings = self._embed_windows(mel, starts)
+        windows = speech_windows(regions, self.window_frames, hop_frames, len(mel))
+        embeddings = self._embed_windows(mel, windows)
         labels, rule = self._cluster(embeddings, hint)
         centroids = _centroids(embeddings, labels)
-        centres_s = (np.array(starts) + self.window_frames / 2) * MEL_HOP_S
+        centres_s = np.array([start + size / 2 for start, size in windows]) * MEL_HOP_S
         turns = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T, self.frame_s)
         used = sorted({int(t.speaker.removeprefix("SPEAKER_")) for t in turns})
-        details.update(windows=len(starts), count_rule=rule)
+        details.update(windows=len(windows), count_rule=rule)
         return DiarizationResult(turns, {speaker_label(k): [round(float(v), 5) for v in centroids[k]] for k in used},
                                  self.name, "resemblyzer", details)
 
@@ -108,19 +109,22 @@ class EmbeddingDiarizer:
 
         return in_blocks(normalize_volume(audio, -30, increase_only=True), wav_to_mel_spectrogram)
 
-    def _embed_windows(self, mel: np.ndarray, starts: list[int]) -> np.ndarray:
-        """One L2-normalised embedding per window of ``window_frames`` mel frames starting at each of ``starts``."""
+    def _embed_windows(self, mel: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
+        """One L2-normalised embedding per ``(first mel frame, frames)`` window; windows of one size are batched."""
         import torch
 
-        size = self.window_frames
-        if len(mel) < size:
-            mel = np.pad(mel, ((0, size - len(mel)), (0, 0)))
-        out = []
-        for first in range(0, len(starts), ENCODER_BATCH):
-            batch = np.stack([mel[s : s + size] for s in starts[first : first + ENCODER_BATCH]])
-            with torch.no_grad():
-                out.append(self._encoder(torch.from_numpy(batch)).cpu().numpy())
-        return np.concatenate(out)
+        longest = max(size for _, size in windows)
+        if len(mel) < longest:
+            mel = np.pad(mel, ((0, longest - len(mel)), (0, 0)))
+        out = np.zeros((len(windows), 256), np.float32)
+        for size in sorted({size for _, size in windows}):
+            chosen = [i for i, (_, n) in enumerate(windows) if n == size]
+            for first in range(0, len(chosen), ENCODER_BATCH):
+                part = chosen[first : first + ENCODER_BATCH]
+                batch = np.stack([mel[windows[i][0] : windows[i][0] + size] for i in part])
+                with torch.no_grad():
+                    out[part] = self._encoder(torch.from_numpy(batch)).cpu().numpy()
+        return out
 
     # ---- clustering ---------------------------------------------------------------------------
     def _cluster(self, emb: np.ndarray, hint: SpeakerCountHint) -> tuple[np.ndarray, str]:
@@ -177,21 +181,23 @@ def speech_regions(audio: np.ndarray, threshold: float = 0.2, min_silence_s: flo
             for r in get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)]
 
 
-def window_starts(regions: list[tuple[float, float]], size: int, hop: int, frames: int) -> list[int]:
-    """First mel frame of each embedding window: every ``hop`` frames inside a region (the last one flush
-    with its end), one window centred on a region shorter than a window; all kept inside the audio."""
-    last = max(0, frames - size)
-    starts: list[int] = []
+def speech_windows(regions: list[tuple[float, float]], size: int, hop: int, frames: int,
+                   shortest: int = MIN_WINDOW_FRAMES) -> list[tuple[int, int]]:
+    """Embedding windows ``(first mel frame, frames)``: ``size`` frames every ``hop`` inside a region (the last
+    one flush with its end); a region shorter than ``size`` gets one window of just its speech (at least
+    ``shortest`` frames, centred on it), so that no window mixes in the silence or the noise around it."""
+    windows: list[tuple[int, int]] = []
     for a, b in regions:
         first, end = int(a / MEL_HOP_S), int(b / MEL_HOP_S)
         if end - first <= size:
-            positions = [(first + end) // 2 - size // 2]
-        else:
-            positions = list(range(first, end - size + 1, hop))
-            if end - size - positions[-1] > hop // 3:
-                positions.append(end - size)
-        starts += [min(max(0, p), last) for p in positions]
-    return starts
+            length = min(max(end - first, shortest), max(frames, shortest))
+            windows.append((min(max(0, (first + end - length) // 2), max(0, frames - length)), length))
+            continue
+        positions = list(range(first, end - size + 1, hop))
+        if end - size - positions[-1] > hop // 3:
+            positions.append(end - size)
+        windows += [(min(max(0, p), max(0, frames - size)), size) for p in positions]
+    return windows
 
 
 def absorb_small(labels: np.ndarray, emb: np.ndarray, min_windows: int) -> np.ndarray:
