@@ -228,7 +228,8 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
             middle = (start + end) / 2
             low, high = np.searchsorted(centres_sorted, [middle - window_s / 2, middle + window_s / 2])
             covering = order[low:high] if high > low else [order[int(np.argmin(np.abs(centres_sorted - middle)))]]
-            speaker = speaker_label(int(np.argmax(similarity[covering].mean(axis=0))))
+            weights = 1.0 - np.abs(centres_s[covering] - middle) / window_s  # nearer windows count more
+            speaker = speaker_label(int(np.argmax(weights @ similarity[covering])))
             if turns and turns[-1].speaker == speaker and abs(turns[-1].end_s - start) < 1e-6:
                 turns[-1].end_s = float(end)
             else:
