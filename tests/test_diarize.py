@@ -55,7 +55,7 @@ def unnamed_speaker_spec() -> EpisodeSpec:
 
 
 def music_bed_spec() -> EpisodeSpec:
-    """The two-speaker dialogue over a music bed (webrtcvad calls the music between lines speech)."""
+    """The two-speaker dialogue over a music bed: a benchmark figure (bench_diarize), built here for test_attribute."""
     spec = two_speaker_spec("with-music")
     spec.music = True
     return spec

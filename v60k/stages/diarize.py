@@ -29,8 +29,8 @@ from v60k.workdir import read_json, write_json
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 1.0
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest turn within this distance
-BLIP_S = 0.4
-SPAN_PAD_S = 0.25  # transcript words are padded by this much when they bound where speech is  # a speaker change shorter than this (and of at most two words) is diarization jitter
+BLIP_S = 0.4  # a speaker change shorter than this (and of at most two words) is diarization jitter
+SPAN_PAD_S = 0.25  # transcript words are padded by this much when they tell a backend where speech is
 
 
 class DiarizeSettings(StageSettings):
