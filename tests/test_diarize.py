@@ -234,6 +234,23 @@ def test_lines_split_where_the_speaker_changes() -> None:
     assert len(lines) == 1 and lines[0]["speaker"] == "SPEAKER_00"
 
 
+def test_diarization_error_rate_and_rttm(tmp_path: Path) -> None:
+    """DER by pyannote.metrics: 0 for the reference itself, whatever the labels; each kind of error counted."""
+    pytest.importorskip("pyannote.metrics")
+    from v60k.backends.diarization.metrics import diarization_error, read_rttm
+
+    (tmp_path / "ref.rttm").write_text("SPEAKER f1 1 0.000 4.000 <NA> <NA> MÉO069 <NA> <NA>\n"
+                                       "SPEAKER f1 1 5.000 5.000 <NA> <NA> B <NA> <NA>\n", encoding="utf-8")
+    reference = read_rttm(tmp_path / "ref.rttm")["f1"]
+    assert reference == [(0.0, 4.0, "MÉO069"), (5.0, 10.0, "B")]
+    renamed = [{"start_s": 0.0, "end_s": 4.0, "speaker": "x"}, {"start_s": 5.0, "end_s": 10.0, "speaker": "y"}]
+    assert diarization_error(renamed, reference)["der"] == pytest.approx(0.0)
+    one_label = [{"start_s": 0.0, "end_s": 10.0, "speaker": "x"}]  # 1 s false alarm, 4 s (or 5 s) confused
+    scores = diarization_error(one_label, reference, (0.0, 10.0))
+    assert scores["false_alarm"] == pytest.approx(1 / 9) and scores["confusion"] == pytest.approx(4 / 9)
+    assert diarization_error([], reference)["missed"] == pytest.approx(1.0)
+
+
 def test_settings_bound_the_count() -> None:
     workdir, video, _ = speech_episode("three")
     out = Path(tempfile.mkdtemp(dir=_ROOT))
