@@ -2,7 +2,7 @@
 
 Reads ``audio.wav`` + ``transcript.json`` (transcribe), writes ``diarization.json`` (docs/architecture.md).
 Each word gets the speaker whose turn it overlaps most; a line is cut where consecutive words change speaker.
-The embeddings backend only looks where the transcript has words (music between lines is no speaker).
+The embeddings backend finds speech itself (Silero VAD): a small ASR model leaves much real speech without words.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from v60k.media.streams import load_audio
 SAMPLE_RATE = 16000
 MIN_AUDIO_S = 1.0
 NEAREST_TURN_S = 1.0  # a word outside every turn takes the nearest turn within this distance
-BLIP_S = 0.4
-SPAN_PAD_S = 0.25  # transcript words are padded by this much when they bound where speech is  # a speaker change shorter than this (and of at most two words) is diarization jitter
+BLIP_S = 0.4  # a speaker change shorter than this (and of at most two words) is diarization jitter
+SPAN_PAD_S = 0.25  # transcript words are padded by this much when they tell a backend where speech is
 
 
 class DiarizeSettings(StageSettings):
@@ -40,10 +40,10 @@ class DiarizeSettings(StageSettings):
     max_speakers: int | None = Field(None, ge=1)
     use_cast_hint: bool = Field(True, description="the cast size as a soft lower bound (embeddings backend)")
     # embeddings backend
-    vad_aggressiveness: int = Field(2, ge=0, le=3)
-    chunk_s: float = Field(0.75, gt=0.2)
-    same_speaker_cosine: float = 0.80
-    same_voice_cosine: float = 0.90
+    vad_threshold: float = Field(0.2, gt=0, lt=1, description="Silero speech probability threshold")
+    window_s: float = Field(1.5, ge=0.5, le=3.0, description="speaker-embedding window")
+    hop_s: float = Field(0.75, gt=0, description="step between embedding windows")
+    cluster_distance: float = Field(0.35, gt=0, lt=2, description="average cosine distance between speakers")
     threads: int = Field(1, ge=1)
     # pyannote backend (the Hub token comes from HF_TOKEN in the environment, never from the config)
     model: str = "pyannote/speaker-diarization-community-1"
@@ -59,7 +59,7 @@ class DiarizeSettings(StageSettings):
 
 class Diarize(Stage):
     name = "diarize"
-    version = "1"
+    version = "2"
     reads = ("audio", "transcript")
     writes = ("diarization",)
     Settings = DiarizeSettings
@@ -75,9 +75,8 @@ class Diarize(Stage):
         s = self.settings
         if s.backend == "pyannote":
             return make_backend("pyannote", model=s.model, revision=s.revision, device=s.device)
-        return make_backend("embeddings", vad_aggressiveness=s.vad_aggressiveness, chunk_s=s.chunk_s,
-                            same_speaker_cosine=s.same_speaker_cosine, same_voice_cosine=s.same_voice_cosine,
-                            threads=s.threads)
+        return make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
+                            cluster_distance=s.cluster_distance, threads=s.threads)
 
     @property
     def backend(self) -> DiarizationBackend:

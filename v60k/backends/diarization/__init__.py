@@ -1,7 +1,7 @@
 """Speaker diarization backends: one interface, two adapters.
 
-- ``embeddings`` (CPU default, offline): webrtcvad speech regions → resemblyzer speaker embeddings plus pitch
-  statistics → agglomerative clustering with a self-checking choice of the speaker count.
+- ``embeddings`` (CPU default, offline): Silero speech regions → resemblyzer embeddings of overlapping windows →
+  average-linkage clustering cut at a cosine distance (the count comes from the data) → frame resegmentation.
 - ``pyannote`` (production, GPU): the pyannote.audio 4 pipeline (``speaker-diarization-community-1`` by default).
 
 Both return a ``DiarizationResult``: exclusive (non-overlapping) turns and, per speaker, a mean embedding when

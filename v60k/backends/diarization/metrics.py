@@ -7,6 +7,7 @@ A reference is a list of ``(start_s, end_s, speaker)`` spans; hypothesis turns a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,3 +55,38 @@ def louder_channel_reference(stereo: np.ndarray, rate: int, step_s: float = 0.1,
         if energy.max() > min_rms:
             reference.append((i / rate, (i + step) / rate, "left" if energy[0] > energy[1] else "right"))
     return reference
+
+
+def read_rttm(path: str | Path) -> dict[str, list[Span]]:
+    """An RTTM file's ``SPEAKER`` lines as reference spans per file id (in file order)."""
+    spans: dict[str, list[Span]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            spans.setdefault(fields[1], []).append((start, start + duration, fields[7]))
+    return spans
+
+
+def diarization_error(turns: Sequence[dict[str, Any]], reference: Sequence[Span],
+                      scored: tuple[float, float] | None = None) -> dict[str, float]:
+    """Diarization error rate with ``pyannote.metrics`` (no collar, overlapped speech scored) over ``scored``
+    (start, end; default: the reference's extent), and its parts as shares of the reference speech:
+    ``der``, ``missed``, ``false_alarm``, ``confusion``, plus ``speech_s`` (reference seconds)."""
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    truth, hypothesis = Annotation(), Annotation()
+    for index, (start, end, speaker) in enumerate(reference):
+        truth[Segment(start, end), index] = speaker
+    for index, turn in enumerate(turns):
+        hypothesis[Segment(turn["start_s"], turn["end_s"]), index] = turn["speaker"]
+    if scored is None:
+        scored = (min((s for s, _, _ in reference), default=0.0), max((e for _, e, _ in reference), default=0.0))
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    # one speaker's overlapping spans are one span (else they would count as two speakers at once)
+    parts = metric(truth.support(), hypothesis.support(), uem=Timeline([Segment(*scored)]), detailed=True)
+    total = parts["total"] or 1.0
+    return {"der": float(parts["diarization error rate"]), "missed": parts["missed detection"] / total,
+            "false_alarm": parts["false alarm"] / total, "confusion": parts["confusion"] / total,
+            "speech_s": float(parts["total"])}
