@@ -199,4 +199,4 @@ def test_a_hostile_mixed_manifest_through_the_cli(tmp_path, served):
     nonsense = tmp_path / "typo.yaml"
     nonsense.write_text(f"video:\n  - url: {served['good.mp4']}\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["download", str(nonsense), "--workdir", str(tmp_path / "w3")])
-    assert result.exit_code == 1 and "'videos:'" in result.output and result.output.count("\n") == 1, result.output
+    assert result.exit_code == 2 and "'videos:'" in result.output and result.output.count("\n") == 1, result.output
