@@ -170,9 +170,12 @@ def trim_repetitions(transcript: Transcript, settings: GuardSettings | None = No
 
 
 def _in_speech(word: Word, regions: list[tuple[float, float]] | None, audio: np.ndarray, settings: GuardSettings) -> bool:
-    """Whether ``word`` lies in speech, give or take ``speech_pad_s`` (word times are often off that much)."""
+    """Whether ``word`` lies in speech, give or take ``speech_pad_s`` (word times are often off that much; the
+    signal level is measured that much wider only for a word the decoder is sure of)."""
     pad = settings.speech_pad_s
-    if span_dbfs(audio, word.start_s - pad, word.end_s + pad) < settings.silence_dbfs:
+    sure = word.probability is not None and word.probability >= settings.min_word_probability
+    widen_s = pad if sure else 0.0
+    if span_dbfs(audio, word.start_s - widen_s, word.end_s + widen_s) < settings.silence_dbfs:
         return False
     if regions is None:
         return True
