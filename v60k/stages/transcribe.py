@@ -22,11 +22,12 @@ from v60k.backends.asr import ASRBackend, cast_prompt, make_asr_backend
 from v60k.backends.asr.guards import (
     GuardSettings,
     apply_guards,
+    pad_regions,
     speech_regions,
     trim_repetitions,
     undertranscribed_speech_s,
 )
-from v60k.backends.asr.metrics import speech_totals, widen
+from v60k.backends.asr.metrics import speech_totals
 from v60k.backends.asr.redecode import RedecodeSettings, redecode, redecoded_s
 from v60k.backends.asr.splitting import SplitSettings, split_segments
 from v60k.media import extract_audio, probe
@@ -163,7 +164,7 @@ class Transcribe(Stage):
             initial_prompt=names if s.cast_prompt else None, hotwords=names if s.cast_hotwords else None, audio=audio,
         )
         speech = speech_regions(audio, pad_ms=0)  # the speech itself; the guards allow Silero's usual margin
-        regions = widen(speech, 0.4, duration_s)
+        regions = pad_regions(speech, 0.4, duration_s)
         fallback = False
         if transcript.prompted_with_cast and undertranscribed_speech_s(transcript, regions) >= max(s.prompt_fallback_s, 1e-9):
             plain = self.backend.transcribe(str(paths.audio_wav), language=language_hint, audio=audio)

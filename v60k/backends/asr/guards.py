@@ -65,6 +65,20 @@ def speech_regions(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, min_silenc
     return [(c["start"] / sample_rate, c["end"] / sample_rate) for c in chunks]
 
 
+def pad_regions(speech: list[tuple[float, float]], pad_s: float = 0.4,
+                limit_s: float | None = None) -> list[tuple[float, float]]:
+    """Unpadded speech regions (``speech_regions(..., pad_ms=0)``) padded as Silero pads them: ``pad_s`` each
+    side, or half the silence where two regions are closer than twice that (they stay apart)."""
+    padded = []
+    for i, (start, end) in enumerate(speech):
+        before = start - speech[i - 1][1] if i else float("inf")
+        after = speech[i + 1][0] - end if i + 1 < len(speech) else float("inf")
+        upper = end + min(pad_s, after / 2) if after < 2 * pad_s else end + pad_s
+        lower = start - min(pad_s, before / 2) if before < 2 * pad_s else start - pad_s
+        padded.append((max(0.0, lower), upper if limit_s is None else min(limit_s, upper)))
+    return padded
+
+
 def text_compression_ratio(text: str) -> float:
     """gzip compression ratio of ``text``, as Whisper computes it over a whole 30 s window."""
     data = text.encode("utf-8")
