@@ -192,8 +192,7 @@ def test_speech_left_without_words_is_decoded_again(media: dict[str, Any], backe
     added = [w for s in transcript.segments if s.start_s < first["end_s"] for w in s.words]
     assert records[0]["outcome"] == f"added {len(added)} words"
     assert len(added) >= 0.6 * len(first["text"].split())
-    assert normalize_words(first["text"])[:2] == ["hi", "ross"]
-    assert "ross" in normalize_words(" ".join(_texts(added)))
+    assert word_error_rate(first["text"], " ".join(_texts(added))) <= 0.4, _texts(added)
 
 
 def test_stage_replaces_a_decoded_loop_and_counts_the_seconds(media: dict[str, Any], backend: FasterWhisperBackend,
