@@ -143,7 +143,8 @@ def test_guards_drop_hallucinations_and_keep_speech(media: dict[str, Any]) -> No
     real = _segment("Hi Ross, you look tired this morning.", first["start_s"], first["end_s"])
     in_silence = _segment("Thank you for watching.", 0.05, 0.9)  # the episode's lead-in is silent
     looped = _segment("I will I will I will I will go", first["start_s"], first["end_s"])
-    compressed = _segment("so so", first["start_s"], first["end_s"], compression_ratio=3.1)
+    sentence = "we all went down to the harbour at dawn to watch the big ships sail out to sea"
+    compressed = _segment(" ".join([sentence] * 5), first["start_s"], first["end_s"])  # too long a loop to trim
     no_speech = _segment("Okay.", first["start_s"], first["end_s"], no_speech_prob=0.9, avg_logprob=-1.2)
     murmur = _segment("Mm-hmm.", first["start_s"], first["end_s"], no_speech_prob=0.5)
     for word in murmur.words:
@@ -152,9 +153,10 @@ def test_guards_drop_hallucinations_and_keep_speech(media: dict[str, Any]) -> No
     transcript = Transcript("faster-whisper", "tiny.en", "en", 1.0, len(audio) / 16000,
                             segments=[in_silence, real, looped, compressed, no_speech, murmur, music])
     apply_guards(transcript, audio)
-    assert [s.text for s in transcript.segments] == [real.text]
+    # the loop is trimmed to two copies and kept; the rest is dropped whole
+    assert [s.text for s in transcript.segments] == [real.text, "I will I will go"]
     reasons = {d["text"]: d["reason"] for d in transcript.dropped}
-    assert reasons == {in_silence.text: "silence", looped.text: "repetition", compressed.text: "compression_ratio",
+    assert reasons == {in_silence.text: "silence", "I will I will": "repetition", compressed.text: "compression_ratio",
                        no_speech.text: "no_speech_prob", murmur.text: "low_confidence", music.text: "annotation"}
 
 
@@ -245,6 +247,10 @@ def test_stage_end_to_end_through_the_pipeline(media: dict[str, Any], tmp_path: 
     text = " ".join(s["text"] for s in doc["segments"])
     assert word_error_rate(media["reference"], text) <= 0.20
     assert done["metrics"]["language"] == "en" and done["metrics"]["words"] > 50
+    totals = done["metrics"]["totals"]
+    assert set(totals) == {"vad_speech_s", "kept_speech_s", "dropped_speech_s", "redecoded_s"}
+    assert totals["kept_speech_s"] >= 0.9 * totals["vad_speech_s"] > 0 and totals["dropped_speech_s"] < 1.0
+    assert max(s["end_s"] - s["start_s"] for s in doc["segments"]) <= 8.0 + 1e-6  # lines, not 30 s windows
     assert doc["language_probability"] == 1.0  # tiny.en is English-only
     assert pipeline.run(work, config=config, stages=["transcribe"], workers=1).processed == {"transcribe": 0}
 
@@ -340,10 +346,14 @@ def test_real_video_without_audio(stage: Transcribe, tmp_path: Path) -> None:
 
 
 def test_speech_regions_see_the_episode_lines(media: dict[str, Any]) -> None:
-    from v60k.backends.asr.guards import speech_regions
+    from v60k.backends.asr.guards import pad_regions, speech_regions
 
     regions = speech_regions(read_wav(media["wav"]))
     covered = [any(s < line["end_s"] and e > line["start_s"] for s, e in regions) for line in media["truth"]["lines"]]
     assert all(covered)
     assert not any(e <= 0.9 for s, e in regions)  # nothing in the silent lead-in
     assert np.isfinite(regions).all()
+    # the unpadded regions, padded as Silero pads them, are the padded ones (one VAD pass serves both)
+    audio = read_wav(media["wav"])
+    padded = pad_regions(speech_regions(audio, pad_ms=0), 0.4, len(audio) / 16000)
+    assert np.allclose(padded, regions, atol=0.002)

@@ -2,9 +2,10 @@
 
 Reads the source file (download) and the stream facts of ``scenes.json`` (scenes), extracts the audio as
 16 kHz mono PCM, transcribes it with the configured backend (faster-whisper on CPU, whisperx on GPU) with the
-cast names as a decoding prompt, drops hallucinated segments (``v60k.backends.asr.guards``) and writes
-``transcript.json`` (docs/architecture.md, docs/speech.md). Explained skips: ``no_audio``, ``too_short``,
-``language_filtered``, ``no_speech``.
+cast names as a decoding prompt, decodes suspicious or skipped stretches again (``v60k.backends.asr.redecode``),
+trims repetitions, splits segments into lines of one speaker (``v60k.backends.asr.splitting``), drops
+hallucinated lines (``v60k.backends.asr.guards``) and writes ``transcript.json`` (docs/architecture.md,
+docs/speech.md). Explained skips: ``no_audio``, ``too_short``, ``language_filtered``, ``no_speech``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ import numpy as np
 from pydantic import Field
 
 from v60k.backends.asr import ASRBackend, cast_prompt, make_asr_backend
-from v60k.backends.asr.guards import GuardSettings, apply_guards, speech_regions, undertranscribed_speech_s
+from v60k.backends.asr.guards import (
+    GuardSettings,
+    apply_guards,
+    pad_regions,
+    speech_regions,
+    trim_repetitions,
+    undertranscribed_speech_s,
+)
+from v60k.backends.asr.metrics import speech_totals
+from v60k.backends.asr.redecode import RedecodeSettings, redecode, redecoded_s
+from v60k.backends.asr.splitting import SplitSettings, split_segments
 from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import read_json, write_json
 from v60k.media.streams import extract_audio, probe
@@ -45,7 +56,15 @@ class TranscribeSettings(StageSettings):
                                                             "transcript leaves this much VAD speech (nearly) "
                                                             "without words; the fuller transcript is kept")
     min_audio_s: float = Field(1.0, ge=0)
+    redecode: bool = Field(True, description="decode suspicious stretches (loops, low confidence) and VAD speech "
+                                             "left without words again, alone and without the prompt")
+    min_hole_s: float = Field(1.0, gt=0, description="VAD speech this long without a word is decoded again")
+    # lines short enough for one speaker
+    line_gap_s: float = Field(0.6, gt=0, description="a silence this long between words ends a line")
+    max_line_s: float = Field(8.0, gt=0, description="a longer line is cut at its widest gap between words")
     # guards against hallucinated text
+    keep_word_repeats: int = Field(3, ge=1, description="a word said more often back to back is trimmed to this")
+    keep_phrase_repeats: int = Field(2, ge=1, description="a phrase said more often back to back is trimmed to this")
     max_no_speech_prob: float = Field(0.6, ge=0, le=1)
     max_compression_ratio: float = Field(2.4, gt=0)
     min_speech_fraction: float = Field(0.5, ge=0, le=1)
@@ -60,7 +79,11 @@ class TranscribeSettings(StageSettings):
     def guard_settings(self) -> GuardSettings:
         return GuardSettings(max_no_speech_prob=self.max_no_speech_prob,
                              max_compression_ratio=self.max_compression_ratio,
-                             min_speech_fraction=self.min_speech_fraction, silence_dbfs=self.silence_dbfs)
+                             min_speech_fraction=self.min_speech_fraction, silence_dbfs=self.silence_dbfs,
+                             keep_word_repeats=self.keep_word_repeats, keep_phrase_repeats=self.keep_phrase_repeats)
+
+    def split_settings(self) -> SplitSettings:
+        return SplitSettings(max_word_gap_s=self.line_gap_s, max_segment_s=self.max_line_s)
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -73,7 +96,7 @@ def read_wav(path: Path) -> np.ndarray:
 
 class Transcribe(Stage):
     name = "transcribe"
-    version = "1"
+    version = "2"
     reads = ("source", "scenes")
     writes = ("audio", "transcript")
     Settings = TranscribeSettings
@@ -141,19 +164,28 @@ class Transcribe(Stage):
             str(paths.audio_wav), language=language_hint,
             initial_prompt=names if s.cast_prompt else None, hotwords=names if s.cast_hotwords else None, audio=audio,
         )
-        regions = speech_regions(audio) if transcript.segments else []
+        speech = speech_regions(audio, pad_ms=0)  # the speech itself; the guards allow Silero's usual margin
+        regions = pad_regions(speech, 0.4, duration_s)
         fallback = False
         if transcript.prompted_with_cast and undertranscribed_speech_s(transcript, regions) >= max(s.prompt_fallback_s, 1e-9):
             plain = self.backend.transcribe(str(paths.audio_wav), language=language_hint, audio=audio)
             fallback = undertranscribed_speech_s(plain, regions) < undertranscribed_speech_s(transcript, regions)
             transcript = plain if fallback else transcript
+        guards = s.guard_settings()
+        transcript.redecoded = redecode(transcript, audio, self.backend, str(paths.audio_wav), speech, guards,
+                                        RedecodeSettings(enabled=s.redecode, min_hole_s=s.min_hole_s))
         elapsed = time.perf_counter() - started
         if detected_probability is not None:
             transcript.language_probability = detected_probability
         language, probability = transcript.language, transcript.language_probability
 
-        apply_guards(transcript, audio, s.guard_settings(), regions)
+        trim_repetitions(transcript, guards)
+        transcript.segments = split_segments(transcript.segments, speech, s.split_settings())
+        apply_guards(transcript, audio, guards, regions)
         write_json(paths.transcript_json, transcript.to_document())
+        totals = speech_totals(speech, [(w.start_s, w.end_s) for x in transcript.segments for w in x.words],
+                               [(d["start_s"], d["end_s"]) for d in transcript.dropped])
+        totals["redecoded_s"] = round(redecoded_s(transcript.redecoded), 3)
         if not transcript.segments:
             reasons = sorted({d["reason"] for d in transcript.dropped})
             detail = f"; dropped as hallucinated: {', '.join(reasons)}" if reasons else ""
@@ -163,5 +195,6 @@ class Transcribe(Stage):
             metrics={"language": language, "language_probability": probability, "audio_s": round(duration_s, 3),
                      "segments": len(transcript.segments), "words": sum(len(x.words) for x in transcript.segments),
                      "dropped": len(transcript.dropped), "rtf": round(elapsed / max(duration_s, 1e-9), 4),
-                     "prompted_with_cast": transcript.prompted_with_cast, "cast_prompt_fallback": fallback},
+                     "prompted_with_cast": transcript.prompted_with_cast, "cast_prompt_fallback": fallback,
+                     "redecoded": len(transcript.redecoded), "totals": totals},
         )

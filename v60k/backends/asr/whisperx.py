@@ -12,20 +12,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from v60k.backends.asr import Segment, Transcript, Word
+from v60k.backends.asr.guards import text_compression_ratio  # whisperx does not report it
 from v60k.core.stage import StageError
-
-
-def text_compression_ratio(text: str) -> float:
-    """gzip compression ratio of ``text``, as Whisper computes it (whisperx does not report it)."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 def _number(value: Any) -> float | None:
