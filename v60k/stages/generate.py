@@ -455,11 +455,13 @@ class Generate(Stage):
         self._drop_near_duplicates(out)
 
     def _drop_near_duplicates(self, out: dict[str, Any]) -> None:
-        """A dialogue that nearly repeats an earlier one of the video is rejected as ``near_duplicate``."""
-        seen = NearDuplicates(self.settings.quality.dedup_threshold)
+        """A dialogue that nearly repeats an earlier one of the same character in the video is rejected as
+        ``near_duplicate`` (two characters' exchanges from the same real lines overlap by nature)."""
+        seen: dict[str, NearDuplicates] = {}
         kept = []
         for dialogue in out["dialogues"]:
-            match = seen.first_match(dialogue["dialogue_id"], dialogue_text(dialogue))
+            index = seen.setdefault(dialogue["character"], NearDuplicates(self.settings.quality.dedup_threshold))
+            match = index.first_match(dialogue["dialogue_id"], dialogue_text(dialogue))
             if match is None:
                 kept.append(dialogue)
             else:

@@ -132,7 +132,19 @@ def _identifier() -> Any:
         from langid.langid import LanguageIdentifier, model
     except ImportError:
         return None
-    return LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    import numpy as np
+
+    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=True)
+    weights, priors = identifier.nb_ptc, identifier.nb_pc
+
+    def class_log_probs(fv: Any) -> Any:
+        """langid's Naive Bayes sum over the text's non-zero features only: the same figures, ~20x faster
+        than its dense product with the whole feature x language matrix."""
+        present = np.flatnonzero(fv)
+        return fv[present] @ weights[present] + priors
+
+    identifier.nb_classprobs = class_log_probs
+    return identifier
 
 
 def language_available() -> bool:
