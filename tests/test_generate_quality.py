@@ -71,6 +71,15 @@ def test_good_text_passes_every_rule():
                                                                                       "a waiter")]) is None
 
 
+def test_a_persona_that_is_a_name_or_a_loop_is_refused():
+    real = {"who_they_are": "A palaeontologist, tired after a night call.", "how_they_speak": "Careful, long words."}
+    assert RULES.check_persona("Ross", real, {"Monica": "his sister"}) is None
+    assert RULES.check_persona("Ross", {**real, "who_they_are": "Monica"}, {}).code == "bare_name"
+    loop = "You look at the table. " * 4
+    assert RULES.check_persona("Ross", real, {"Monica": loop}).code == "repetition"
+    assert RULES.check_persona("Ross", real, {"Rachel": "a friend"}).code == "invented_character"
+
+
 def test_a_summary_naming_someone_from_neither_cast_nor_transcript_is_an_invention():
     notes = [{"name": n, "does": "talks", "says": "hello there", "feels": "calm"} for n in ("monia", "michael")]
     problem = RULES.check_summary("Monica and Ross talk.", notes)

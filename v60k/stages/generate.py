@@ -620,7 +620,7 @@ class Generate(Stage):
         def check(character: str) -> Callable[[Any], Problem | None]:
             return lambda p: rules.check_persona(character, {"who_they_are": p.who_they_are,
                                                              "how_they_speak": p.how_they_speak},
-                                                 [k.name for k in p.whom_they_know])
+                                                 {k.name: k.relation for k in p.whom_they_know})
 
         answers = await asyncio.gather(*(self._checked(request(c), check(c)) for c in characters))
         personas: dict[str, str] = {}

@@ -11,6 +11,7 @@ with the rejected item). The rules:
 - ``invented_character``: a name that is neither in the cast nor in the transcript;
 - ``self_address``: the speaking character addresses itself by name (``Ross, ...`` in Ross's turn);
 - ``ai_phrase``: "as an AI", "language model", ...;
+- ``repetition``: one sentence said three times or more (a model caught in a loop);
 - ``language``: the text is, with high confidence, in another language than the video's (``langid``; skipped,
   with a note, when the video's language is unknown or ``langid`` is not installed).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +110,15 @@ def fragment_problem(text: str, where: str) -> Problem | None:
     return None
 
 
+def repetition_problem(text: str, where: str) -> Problem | None:
+    """A sentence of three words or more that comes back three times or more."""
+    sentences = [_fold(x) for x in re.split(r"[.!?…\n]+", text)]
+    counts = Counter(x for x in sentences if len(x.split()) >= 3)
+    if counts and (top := counts.most_common(1)[0])[1] >= 3:
+        return Problem("repetition", f"{where} repeats {_quote(top[0])} {top[1]} times")
+    return None
+
+
 def ai_phrase_problem(text: str, where: str) -> Problem | None:
     found = AI_PHRASES.search(text)
     return Problem("ai_phrase", f"{where} says {found.group(0)!r}") if found else None
@@ -180,7 +191,7 @@ class ClipRules:
     settings: QualitySettings
 
     def text_problem(self, text: str, where: str) -> Problem | None:
-        return (fragment_problem(text, where) or ai_phrase_problem(text, where)
+        return (fragment_problem(text, where) or ai_phrase_problem(text, where) or repetition_problem(text, where)
                 or language_problem(text, self.language, self.settings, where))
 
     def names_problem(self, names: Iterable[str], where: str) -> Problem | None:
@@ -204,14 +215,31 @@ class ClipRules:
         full = " ".join([what_happens, *(n[k] for n in notes for k in ("does", "says", "feels"))])
         return language_problem(full, self.language, self.settings, "the summary")
 
-    def check_persona(self, character: str, fields: dict[str, str], known: Sequence[str]) -> Problem | None:
+    def check_persona(self, character: str, fields: dict[str, str], known: dict[str, str]) -> Problem | None:
+        """A persona: known people only (``known``: name → relation), and every field a real description of a
+        sane length (not a name)."""
         problem = self.names_problem(known, f"{character}'s persona")
         if problem:
             return problem
-        for label, text in fields.items():
-            problem = self.text_problem(text, f"{character}'s persona ({label})")
+        s = self.settings
+        for name, relation in known.items():
+            where = f"{character}'s persona (relation to {name})"
+            problem = self.text_problem(relation, where)
+            if problem is None and len(words(relation)) > s.max_turn_words:
+                problem = Problem("turn_length", f"{where} has {len(words(relation))} words (allowed "
+                                                 f"{s.max_turn_words} at most)")
             if problem:
                 return problem
+        for label, text in fields.items():
+            where = f"{character}'s persona ({label})"
+            problem = self.text_problem(text, where)
+            if problem:
+                return problem
+            if self.names.is_bare_name(text):
+                return Problem("bare_name", f"{where} is only a name: {_quote(text)}")
+            count = len(words(text))
+            if not 3 <= count <= s.max_turn_words:
+                return Problem("turn_length", f"{where} has {count} words (allowed 3–{s.max_turn_words})")
         return None
 
     def check_dialogue(self, turns: Sequence[dict[str, Any]], character: str, exchanges: int) -> Problem | None:
@@ -231,7 +259,7 @@ class ClipRules:
             if not s.min_turn_words <= count <= s.max_turn_words:
                 return Problem("turn_length", f"{where} has {count} words (allowed {s.min_turn_words}–"
                                               f"{s.max_turn_words})")
-            problem = ai_phrase_problem(text, where)
+            problem = ai_phrase_problem(text, where) or repetition_problem(text, where)
             if problem is None and turn["role"] == "character":
                 problem = self_address_problem(text, character, where)
             if problem:
