@@ -1,14 +1,20 @@
-"""generate: per clip, a summary context and role-play dialogues; ``generation.json``.
+"""generate: per clip, a summary context and role-play dialogues, per character a persona; ``generation.json``.
 
 For every clip with attributed lines:
 1. a summary context (what happens, who is present, what each character does, says and feels) — by the LLM
-   (``generation_type`` "llm", prompt ``summary-v1``), or, with no endpoint configured, an extractive summary
-   made from the attributed transcript ("extractive", generator "v60k");
-2. LLM role-play dialogues (prompt ``dialogue-v1``): a user talks to one character of the clip about what just
-   happened; up to ``max_characters_per_clip`` characters (those with the most lines), ``dialogues_per_character``
-   each; skipped with no endpoint;
-3. ``raw_lines`` dialogues from the real attributed lines: a character's real line answers the preceding line of
+   (``generation_type`` "llm", prompt ``summary-v2``; the clips in order, each request with the story so far),
+   or, with no endpoint configured, an extractive summary made from the attributed transcript ("extractive",
+   generator "v60k");
+2. per character who gets dialogues, a persona from their own lines and the summaries (prompt ``persona-v1``;
+   else an extractive one from their first lines);
+3. LLM role-play dialogues (``dialogue_style`` interview: prompt ``dialogue-v2``, a user talks to one character
+   of the clip about what just happened; in_scene: ``dialogue-scene-v1``, the character and another of the clip
+   continue the scene); up to ``max_characters_per_clip`` characters (those with the most lines),
+   ``dialogues_per_character`` each; skipped with no endpoint;
+4. ``raw_lines`` dialogues from the real attributed lines: a character's real line answers the preceding line of
    someone else (alternating exchanges of up to ``raw_lines_max_turns`` turns) — no LLM.
+Every LLM item passes the quality gate (``generate_quality``; near-duplicates: ``generate_dedup``) or is asked
+again once with the reason, then kept under ``rejected`` with it; an optional judge scores the dialogues.
 Clips without attributed lines produce nothing (counted in the metrics). A request that gives no usable answer
 (invalid JSON after the repair request, schema violation, cut at max_tokens, refusal, no choices, a batch
 request error) is recorded in ``failures`` with its reason; transient errors (429 / 5xx / timeouts after the
@@ -17,7 +23,8 @@ makes that retry repeat only what failed. Authentication or unknown-model errors
 
 Batch mode (``batch: true``): requests not in the cache are submitted to the Batch API and the video fails with
 error_class ``batch_pending`` (transient); the next ``v60k generate --batch`` (or ``v60k run``) polls and collects
-the answers (summaries first, then a second batch for the dialogues that need them). See docs/generation.md.
+the answers (summaries first, then a batch for the personas that need them, then one for the dialogues).
+See docs/generation.md.
 """
 
 from __future__ import annotations
