@@ -739,7 +739,8 @@ class Generate(Stage):
     def _summary_messages(self, context: _VideoContext, clip: _Clip, story: str) -> list[dict[str, Any]]:
         frames = context.frames(clip, self.settings.max_frames)
         note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
-        messages = self.summary_prompt.messages(title=context.title, start_s=f"{clip.record['start_s']:.1f}",
+        messages = self.summary_prompt.messages(title=context.title, cast=", ".join(context.cast_names) or "(unknown)",
+                                                start_s=f"{clip.record['start_s']:.1f}",
                                                 end_s=f"{clip.record['end_s']:.1f}", frames_note=note, story=story,
                                                 transcript=transcript_text(clip.lines))
         return with_images(messages, frames, self.settings.image_detail)
@@ -769,6 +770,7 @@ class _VideoContext:
         self.title = video.title or video.video_id
         self.clips = clips
         self.cast = cast
+        self.cast_names = sorted(set(cast))
         self.language = language
         self.quality = quality
         self.frames_doc = frames_doc
