@@ -81,6 +81,7 @@ def test_a_persona_that_is_a_name_or_a_loop_is_refused():
 
 
 def test_a_summary_naming_someone_from_neither_cast_nor_transcript_is_an_invention():
+    assert RULES.names_problem(["Ross's sister", "Monica Geller", "the waiter", "ross"], "the summary") is None
     notes = [{"name": n, "does": "talks", "says": "hello there", "feels": "calm"} for n in ("monia", "michael")]
     problem = RULES.check_summary("Monica and Ross talk.", notes)
     assert problem.code == "invented_character" and "'monia', 'michael'" in problem.detail

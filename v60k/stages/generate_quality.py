@@ -82,8 +82,9 @@ class KnownNames:
             return False
         if folded in self._cast or f" {folded} " in self._transcript:
             return True
-        if len(folded.split()) > 1 and any(part in self._cast for part in folded.split()):
-            return True  # "Monica Geller" for Monica
+        parts = [re.sub(r"['’]s$", "", part) for part in folded.split()]
+        if len(parts) > 1 and any(part in self._cast for part in parts):
+            return True  # "Monica Geller" for Monica, "Ross's sister"
         return bool(_DESCRIPTORS.match(name.strip()))
 
     def is_bare_name(self, text: str) -> bool:
