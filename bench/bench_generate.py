@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import os
@@ -48,6 +49,15 @@ def _sentence(seed: str) -> str:
     return f"I think the {a} and the {b} by the {c} had more to do with the {d}, the {e} and the {f}."
 
 
+@functools.cache
+def _metric_names() -> list[str]:
+    """The rubric's metrics, read once (the server answers from several threads; re-reading the YAML per
+    request would make the server, not the client, the bottleneck)."""
+    from v60k.framework.evaluate import Rubric
+
+    return Rubric.load().metric_names
+
+
 def _answer(body: dict) -> str:
     """A valid answer for the generate stage's requests (summary, persona, dialogue, judge), else for any schema."""
     server = _server_module()
@@ -68,10 +78,7 @@ def _answer(body: dict) -> str:
                       {"role": "character", "text": _sentence(f"{seed}/{n}")}]
         return json.dumps({"turns": turns})
     if not schema and "impartial judge" in str(body["messages"][0]["content"]):
-        from v60k.framework.evaluate import Rubric
-
-        return json.dumps({"scores": {m: {"model": 8, "reference": 8, "rationale": "fine"}
-                                      for m in Rubric.load().metric_names}})
+        return json.dumps({"scores": {m: {"model": 8, "reference": 8, "rationale": "fine"} for m in _metric_names()}})
     return json.dumps(server.example_of(schema)) if schema else "ok"
 
 
@@ -207,14 +214,15 @@ def _rerun(base_url: str, root: Path) -> tuple[int, int, float, float, float, bo
 
 
 def _judge_throughput(base_url: str, root: Path) -> tuple[int, float]:
-    """One video of 10 clips, 8 dialogues per character: the judge phase's requests and seconds."""
+    """One video of 10 clips, 16 dialogues per character (320, like the client figure): the judge phase's requests
+    and seconds."""
     from v60k.stages.generate import Generate
 
     workdir, videos = _workdir(root / "judge", 1, 10)
     watch = _Stopwatch()
     watch.wrap(Generate, "_judge")
     try:
-        sent, results = _run_stage(base_url, workdir, videos, dialogues_per_character=8,
+        sent, results = _run_stage(base_url, workdir, videos, dialogues_per_character=16,
                                 judge={"enabled": True, "threshold": 5})
     finally:
         watch.restore()
