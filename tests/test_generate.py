@@ -182,6 +182,10 @@ def test_without_an_endpoint_summaries_are_extractive_and_dialogues_raw_lines(tm
     assert monica["turns"][-1]["text"] == "They're on the table, Ross. Next to the sandwich."  # one turn
     assert result.usage["requests"] == 0 and result.metrics["clips_without_lines"] == 1
     assert result.metrics["mode"] == "offline"
+    # two extractive summaries and personas, four raw_lines dialogues; nothing rejected
+    assert result.metrics["items"] == {"done": 2 + 2 + 4, "rejected": {}, "failed": {}}
+    assert data["personas"]["Ross"]["generation_type"] == "extractive" and "The museum called" in (
+        data["personas"]["Ross"]["text"])
 
 
 # ---------------------------------------------------------------------------------------------------- LLM

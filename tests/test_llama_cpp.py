@@ -135,3 +135,16 @@ def test_generate_keeps_no_dialogue_that_breaks_a_rule_and_counts_every_rejectio
     assert set(data["summaries"]) | {r["clip_id"] for r in data["rejected"] if r["kind"] == "summary"} | {
         f["clip_id"] for f in data["failures"] if f["kind"] == "summary"} == every_clip
     print("items:", items, "llm dialogues kept:", len(llm_dialogues))
+
+
+def test_a_text_only_llama_cpp_server_is_found_without_vision_once(llama_server, tmp_path):
+    """llama.cpp's server without a vision projector refuses image parts: one probe, remembered in the cache."""
+    settings = LLMSettings(base_url=llama_server, model="smollm2", vision=True, timeout_s=240, max_retries=1,
+                           retry_base_s=0.0)
+    client = LLMClient(settings, cache_path=tmp_path / "llm-cache.sqlite")
+    assert asyncio.run(client.supports_vision()) is False
+    assert client.meter.snapshot().requests == 1
+    client.close()
+    again = LLMClient(settings, cache_path=tmp_path / "llm-cache.sqlite")
+    assert again.vision is False and asyncio.run(again.supports_vision()) is False
+    assert again.meter.snapshot().requests == 0
