@@ -11,7 +11,8 @@ taken in order from ``faults`` (the first whose ``match`` accepts the request), 
     rate_limit (429 + Retry-After), server_error (500), slow (answers after ``delay_s``), invalid_json,
     schema_violation, length (cut JSON, finish_reason=length), refusal, empty_choices
 
-``reject_forms`` makes it refuse response_format forms the way llama-cpp-python's server does (HTTP 500 for
+``vision=False`` makes it a text-only server: a request with an image part gets HTTP 500 (as llama.cpp's server
+without a vision projector answers). ``reject_forms`` makes it refuse response_format forms the way llama-cpp-python's server does (HTTP 500 for
 ``json_schema``). It counts every request (``chat_requests``, ``requests``), the tokens it reported
 (``reported``), and the most chat requests in flight at once (``max_in_flight``). Files and batches are kept in
 memory; a batch completes at creation, or when ``complete_batches()`` is called if ``hold_batches`` is set.
@@ -85,6 +86,12 @@ def request_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def has_images(body: dict[str, Any]) -> bool:
+    """Whether a chat request carries an image part."""
+    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image_url" for p in m["content"])
+               for m in body.get("messages", []))
+
+
 def example_of(schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
     """A minimal instance of a JSON schema (objects with every property, one-item arrays, "text" strings)."""
     root = root or schema
@@ -137,13 +144,15 @@ class OpenAIServer:
     """See the module docstring. ``base_url`` ends with ``/v1`` (what the openai client wants)."""
 
     def __init__(self, handler: Handler | None = None, *, latency_s: float = 0.0, model: str = "test-model",
-                 reject_forms: tuple[str, ...] = (), hold_batches: bool = False, api_key: str | None = None):
+                 reject_forms: tuple[str, ...] = (), hold_batches: bool = False, api_key: str | None = None,
+                 vision: bool = True):
         self.handler = handler or default_handler
         self.latency_s = latency_s
         self.model = model
         self.reject_forms = set(reject_forms)
         self.hold_batches = hold_batches
         self.api_key = api_key  # when set, requests without "Bearer <api_key>" get 401
+        self.vision = vision
         self.faults: list[Fault] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -231,6 +240,8 @@ class OpenAIServer:
                 }.get(fmt.get("type"), fmt.get("type"))
         if form in self.reject_forms:
             return 500, _error(f"response_format {form!r} is not supported", "internal_server_error"), {}
+        if not self.vision and has_images(body):
+            return 500, _error("image input is not supported by this model", "internal_server_error"), {}
         fault = self._take_fault(body)
         if fault is not None and fault.kind == "rate_limit":
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}

@@ -4,6 +4,7 @@ prompt versions in the fingerprint, frames for vision models, and batch mode end
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -11,11 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from openai_server import Fault, OpenAIServer, Reply
+from openai_server import Fault, OpenAIServer, Reply, has_images
 from PIL import Image
 
 from v60k.core.stage import StageContext, StageError, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
+from v60k.roleplay import format as roleplay_format
 from v60k.stages import generate as generate_module
 from v60k.stages.generate import Generate, GenerateSettings, raw_line_dialogues
 
@@ -33,13 +35,16 @@ LINES = [
 CLIPS = [("c000", 0.0, 40.0, ["L0000", "L0001", "L0002", "L0003", "L0004"]),
          ("c001", 40.0, 90.0, ["L0005", "L0006", "L0007", "L0008"]),
          ("c002", 90.0, 130.0, [])]  # no lines: produces nothing
-SUMMARY_REQUESTS, DIALOGUE_REQUESTS = 2, 4  # two clips with lines; Ross and Monica in each
+SUMMARY_REQUESTS, PERSONA_REQUESTS, DIALOGUE_REQUESTS = 2, 2, 4  # two clips with lines; Ross and Monica in each
+ALL_REQUESTS = SUMMARY_REQUESTS + PERSONA_REQUESTS + DIALOGUE_REQUESTS
+METRICS = ["instruction_adherence", "fluency", "coherency", "video_text_relevance", "response_accuracy",
+           "personality_consistency", "knowledge_consistency", "tone_consistency"]
 
 
 def make_video(root: Path, video_id: str = "ep1") -> Video:
     workdir = WorkDir(root).create()
     video = Video(video_id, f"file:///{video_id}.mp4", workdir.video_dir(video_id), characters=["Ross", "Monica"],
-                  title="Central Perk")
+                  title="Central Perk", language="en")
     video.dir.mkdir(parents=True, exist_ok=True)
     write_json(video.paths.lines_json, {"cast": ["Ross", "Monica"], "lines": [
         {"line_id": i, "start_s": a, "end_s": b, "text": t, "speaker": f"S_{c}", "character": c} for i, a, b, c, t in LINES]})
@@ -60,8 +65,25 @@ def llm_section(server: OpenAIServer, **overrides) -> dict:
             "retry_base_s": 0.0, "price_input_per_1m": 0.5, "price_output_per_1m": 1.5, **overrides}
 
 
+def system_of(body: dict) -> str:
+    content = body["messages"][0]["content"]
+    return content if isinstance(content, str) else ""
+
+
 def is_summary(body: dict) -> bool:
-    return "summary context" in body["messages"][0]["content"] and "role-play" not in body["messages"][0]["content"]
+    return "summary context" in system_of(body) and "role-play" not in system_of(body)
+
+
+def is_persona(body: dict) -> bool:
+    return system_of(body).startswith("You write the persona")
+
+
+def is_judge(body: dict) -> bool:
+    return "impartial judge" in system_of(body)
+
+
+def is_dialogue(body: dict) -> bool:
+    return "role-play training conversations" in system_of(body)
 
 
 def clip_of(body: dict) -> str:
@@ -69,24 +91,57 @@ def clip_of(body: dict) -> str:
 
 
 def character_of(body: dict) -> str:
-    return re.search(r"conversation number \d+ with (\w+)", body["messages"][1]["content"]).group(1)
+    text = json.dumps(body["messages"][1]["content"])
+    found = re.search(r"conversation number \d+ with (\w+)", text) or re.search(r"number \d+: \w+ and (\w+)", text)
+    return found.group(1)
+
+
+NOUNS = ["museum", "keys", "sandwich", "coffee", "table", "door", "phone", "couch", "window", "guitar", "letter",
+         "umbrella", "bicycle", "kitchen", "ticket", "jacket", "camera", "garden", "lamp", "notebook", "bridge",
+         "river", "train", "bakery", "piano", "candle", "mirror", "basket", "ladder", "pillow"]
+
+
+def sentence(seed: str, n: int) -> str:
+    """A plain English sentence whose nouns depend on ``seed``: distinct dialogues are not near-duplicates."""
+    digest = hashlib.sha256(f"{seed}/{n}".encode()).digest()
+    a, b, c = (NOUNS[x % len(NOUNS)] for x in digest[:3])
+    return f"Honestly, I keep thinking about the {a} and the {b} we left near the {c}."
+
+
+def exchanges_of(body: dict) -> int:
+    return int(re.search(r"Write exactly (\d+) exchanges", system_of(body)).group(1))
 
 
 def scripted(body: dict) -> Reply:
-    """Summaries name the speakers of the transcript; dialogues talk to the requested character."""
+    """Summaries name the speakers of the transcript; personas know the others; dialogues talk to the
+    requested character with the number of exchanges asked; the judge gives every metric 8."""
+    if is_judge(body):
+        return Reply(json.dumps({"scores": {m: {"model": 8, "reference": 7, "rationale": "fine"} for m in METRICS}}))
+    if is_persona(body):
+        who = re.search(r"Character: (\w+)", body["messages"][1]["content"]).group(1)
+        other = "Monica" if who == "Ross" else "Ross"
+        return Reply(json.dumps({"who_they_are": f"{who} is one of the friends at the café, tired but kind.",
+                                 "how_they_speak": "Short, warm sentences with a dry joke now and then.",
+                                 "whom_they_know": [{"name": other, "relation": "a close friend"}]}))
     if is_summary(body):
         text = json.dumps(body["messages"][-1]["content"])
         names = [n for n in ("Monica", "Ross") if f"] {n}:" in text]
-        return Reply(json.dumps({"what_happens": f"In the clip from {clip_of(body)} s, {' and '.join(names)} talk.",
+        first = re.search(r"\] \w+: ([^\\]+)", text).group(1)
+        return Reply(json.dumps({"what_happens": f"{' and '.join(names)} talk; it starts with “{first}”.",
                                  "characters": [{"name": n, "does": "talks", "says": "a few words", "feels": "tired"}
                                                 for n in names]}))
-    who = character_of(body)
-    return Reply(json.dumps({"turns": [{"role": "user", "text": f"{who}, what happened?"},
-                                       {"role": "character", "text": f"I'm {who}, and it was a long night."}]}))
+    if not is_dialogue(body):  # the vision probe
+        return Reply("white")
+    who, seed = character_of(body), json.dumps(body["messages"][1])
+    turns = []
+    for n in range(exchanges_of(body)):
+        turns += [{"role": "user", "text": f"What did you see, and how did it feel? ({NOUNS[n]})"},
+                  {"role": "character", "text": sentence(seed, n)}]
+    return Reply(json.dumps({"turns": turns}))
 
 
 def dialogue_fault(kind: str, character: str, clip_start: str = "0.0", **kw) -> Fault:
-    return Fault(kind, match=lambda b: not is_summary(b) and character_of(b) == character and clip_of(b) == clip_start,
+    return Fault(kind, match=lambda b: is_dialogue(b) and character_of(b) == character and clip_of(b) == clip_start,
                  **kw)
 
 
@@ -128,6 +183,10 @@ def test_without_an_endpoint_summaries_are_extractive_and_dialogues_raw_lines(tm
     assert monica["turns"][-1]["text"] == "They're on the table, Ross. Next to the sandwich."  # one turn
     assert result.usage["requests"] == 0 and result.metrics["clips_without_lines"] == 1
     assert result.metrics["mode"] == "offline"
+    # two extractive summaries and personas, four raw_lines dialogues; nothing rejected
+    assert result.metrics["items"] == {"done": 2 + 2 + 4, "rejected": {}, "failed": {}}
+    assert data["personas"]["Ross"]["generation_type"] == "extractive" and "The museum called" in (
+        data["personas"]["Ross"]["text"])
 
 
 # ---------------------------------------------------------------------------------------------------- LLM
@@ -136,27 +195,34 @@ def test_llm_summaries_and_dialogues_with_the_servers_token_totals(tmp_path):
         video = make_video(tmp_path)
         result = make_stage(video, llm_section(server)).process(video)
         data = read_json(video.paths.generation_json)
-        assert server.chat_requests == SUMMARY_REQUESTS + DIALOGUE_REQUESTS and data["failures"] == []
+        assert server.chat_requests == ALL_REQUESTS and data["failures"] == [] and data["rejected"] == []
         summary = data["summaries"]["ep1-c000"]
         assert summary["generation_type"] == "llm" and summary["generator"] == "scripted-model"
-        assert summary["prompt_version"] == "summary-v1" and "Monica and Ross talk" in summary["text"]
+        assert summary["prompt_version"] == "summary-v2" and "Monica and Ross talk" in summary["text"]
+        assert data["personas"]["Ross"]["generation_type"] == "llm" and data["personas"]["Ross"]["prompt_version"] == (
+            "persona-v1") and "Monica (a close friend)" in data["personas"]["Ross"]["text"]
+        assert result.metrics["items"] == {"done": 2 + 2 + 8, "rejected": {}, "failed": {}}
         llm = [d for d in data["dialogues"] if d["generation_type"] == "llm"]
         assert sorted((d["clip_id"], d["character"]) for d in llm) == [
             ("ep1-c000", "Monica"), ("ep1-c000", "Ross"), ("ep1-c001", "Monica"), ("ep1-c001", "Ross")]
-        assert all(d["prompt_version"] == "dialogue-v1" and d["turns"][-1]["speaker"] == d["character"]
-                   and d["turns"][0]["role"] == "user" for d in llm)
+        assert all(d["prompt_version"] == "dialogue-v2" and d["turns"][-1]["speaker"] == d["character"]
+                   and d["turns"][0]["role"] == "user" and len(d["turns"]) == 6 for d in llm)
         assert len({d["dialogue_id"] for d in data["dialogues"]}) == len(data["dialogues"]) == 8
         reported = server.reported
         assert result.usage["prompt_tokens"] == reported["prompt_tokens"] == data["usage"]["prompt_tokens"]
         assert result.usage["completion_tokens"] == reported["completion_tokens"]
-        assert result.usage["requests"] == 6 and result.usage["cached"] == 0
+        assert result.usage["requests"] == ALL_REQUESTS and result.usage["cached"] == 0
         assert result.usage["cost_usd"] == pytest.approx(
             (reported["prompt_tokens"] * 0.5 + reported["completion_tokens"] * 1.5) / 1e6, abs=1e-6)
-        dialogue_request = next(b for b in server.chat_bodies if not is_summary(b))
+        dialogue_request = next(b for b in server.chat_bodies if is_dialogue(b) and clip_of(b) == "40.0")
         assert "Ross talk" in dialogue_request["messages"][-1]["content"]  # grounded in the clip's summary
+        assert "tired but kind" in system_of(dialogue_request)  # and in the character's persona
+        second_summary = next(b for b in server.chat_bodies if is_summary(b) and clip_of(b) == "40.0")
+        assert "[0.0–40.0 s] Monica and Ross talk" in second_summary["messages"][-1]["content"]  # the story so far
 
         again = make_stage(video, llm_section(server)).process(video)  # a re-run: zero requests
-        assert server.chat_requests == 6 and again.usage["requests"] == 0 and again.usage["cached"] == 6
+        assert server.chat_requests == ALL_REQUESTS and again.usage["requests"] == 0
+        assert again.usage["cached"] == ALL_REQUESTS
         assert read_json(video.paths.generation_json)["dialogues"] == data["dialogues"]
 
 
@@ -183,8 +249,10 @@ def test_bad_answers_are_recorded_failures_and_no_clip_is_lost(tmp_path):
         assert result.metrics["failures"] == 5
         assert result.usage["prompt_tokens"] == server.reported["prompt_tokens"]
         assert result.usage["completion_tokens"] == server.reported["completion_tokens"]
-        # c000: the summary and its repair; c001: the summary, Monica twice, Ross twice
-        assert result.usage["requests"] == server.chat_requests == 2 + 5
+        # c000: the summary and its repair; c001: the summary, Monica twice, Ross twice; two personas
+        assert result.usage["requests"] == server.chat_requests == 2 + 5 + PERSONA_REQUESTS
+        assert result.metrics["items"]["failed"] == {"invalid_json": 1, "no_summary": 1, "refusal": 1, "length": 1,
+                                                     "empty_choices": 1}
 
 
 @pytest.mark.parametrize("fault", [
@@ -192,14 +260,14 @@ def test_bad_answers_are_recorded_failures_and_no_clip_is_lost(tmp_path):
     Fault("schema_violation")])
 def test_a_recoverable_fault_leaves_every_summary_and_dialogue_stored(tmp_path, fault):
     with OpenAIServer(scripted) as server:
-        fault.match = lambda b: not is_summary(b) and character_of(b) == "Monica" and clip_of(b) == "40.0"
+        fault.match = lambda b: is_dialogue(b) and character_of(b) == "Monica" and clip_of(b) == "40.0"
         server.faults.append(fault)
         video = make_video(tmp_path)
         result = make_stage(video, llm_section(server, timeout_s=1.0)).process(video)
         data = read_json(video.paths.generation_json)
         assert data["failures"] == [] and server.faults == []
         assert len(data["summaries"]) == 2 and sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 4
-        assert result.usage["requests"] == server.chat_requests == 7  # one request more for the fault
+        assert result.usage["requests"] == server.chat_requests == ALL_REQUESTS + 1  # one more for the fault
         assert result.usage["completion_tokens"] == server.reported["completion_tokens"]
 
 
@@ -214,12 +282,12 @@ def test_transient_failures_fail_the_video_and_a_retry_asks_only_for_them(tmp_pa
         assert "ep1-c000 dialogue (Ross): rate_limited" in str(caught.value)
         assert not video.paths.generation_json.exists()
         first = server.chat_requests
-        assert first == 6 + 2
+        assert first == ALL_REQUESTS + 2
         retry = make_stage(video, llm_section(server)).process(video)
-        assert server.chat_requests == first + 1 and retry.usage["cached"] == 5
+        assert server.chat_requests == first + 1 and retry.usage["cached"] == ALL_REQUESTS - 1
         assert read_json(video.paths.generation_json)["failures"] == []
         # the failed attempt's requests and tokens are reported by the run that succeeded
-        assert retry.usage["requests"] == server.chat_requests == 9
+        assert retry.usage["requests"] == server.chat_requests == ALL_REQUESTS + 3
         assert (retry.usage["prompt_tokens"], retry.usage["completion_tokens"]) == tuple(server.reported.values())
         assert not (video.dir / generate_module.CARRIED_USAGE).exists()
 
@@ -240,8 +308,8 @@ def test_a_refused_key_fails_the_video_as_an_endpoint_error(tmp_path, monkeypatc
 
 def test_a_prompt_change_changes_the_fingerprint_and_repeats_only_what_it_affects(tmp_path, monkeypatch):
     prompts = tmp_path / "prompts"
-    shutil.copytree(generate_module.PROMPTS_DIR, prompts)
-    monkeypatch.setattr(generate_module, "PROMPTS_DIR", prompts)
+    shutil.copytree(roleplay_format.PROMPTS_DIR, prompts)
+    monkeypatch.setattr(roleplay_format, "PROMPTS_DIR", prompts)
     with OpenAIServer(scripted) as server:
         video = make_video(tmp_path / "work")
         stage = make_stage(video, llm_section(server))
@@ -249,13 +317,13 @@ def test_a_prompt_change_changes_the_fingerprint_and_repeats_only_what_it_affect
         before = stage.fingerprint()
         assert make_stage(video, llm_section(server, api_key_env="OTHER", price_input_per_1m=9)).fingerprint() == before
         assert make_stage(video, llm_section(server, model="other")).fingerprint() != before
-        path = prompts / "dialogue-v1.md"
+        path = prompts / "dialogue-v2.md"
         path.write_text(path.read_text().replace("Vary the questions.", "Vary the questions; be brief."))
         changed = make_stage(video, llm_section(server))
         assert changed.fingerprint() != before
         server.reset_counts()
         result = changed.process(video)
-        assert server.chat_requests == DIALOGUE_REQUESTS and result.usage["cached"] == SUMMARY_REQUESTS
+        assert server.chat_requests == DIALOGUE_REQUESTS and result.usage["cached"] == SUMMARY_REQUESTS + PERSONA_REQUESTS
 
 
 def jpeg(color: tuple[int, int, int]) -> bytes:
@@ -283,7 +351,35 @@ def test_vision_attaches_the_clips_frames_in_temporal_order(tmp_path):
         assert labels == ["Frame at 2.50 s:", "Frame at 12.00 s:"]  # two of three, evenly chosen, in order
         assert all(i["url"].startswith("data:image/jpeg;base64,") and i["detail"] == "low" for i in images)
         assert "2 frames of the clip follow" in parts[0]["text"]
-        assert all(isinstance(b["messages"][-1]["content"], str) for b in server.chat_bodies if not is_summary(b))
+        dialogue = next(b for b in server.chat_bodies if is_dialogue(b) and clip_of(b) == "0.0")
+        assert [p["text"] for p in dialogue["messages"][-1]["content"] if p["type"] == "text"][1:] == labels
+        assert all(isinstance(b["messages"][-1]["content"], str) for b in server.chat_bodies if is_persona(b))
+        assert sum(has_images(b) for b in server.chat_bodies) == 1 + 2 + 4  # the probe, summaries, dialogues
+        data = read_json(video.paths.generation_json)
+        assert data["warnings"] == [] and data["failures"] == [] and data["rejected"] == []
+
+
+def test_a_text_only_server_is_found_once_and_gets_text_with_a_warning(tmp_path):
+    """A server without vision answers image parts with HTTP 500: probed once, then everything is text; a
+    re-run of the finished work dir sends nothing, the probes included."""
+    with OpenAIServer(scripted, vision=False, reject_forms=("json_schema",)) as server:
+        video = make_video(tmp_path)
+        (video.dir / "frames").mkdir()
+        (video.dir / "frames" / "a.jpg").write_bytes(jpeg((0, 0, 0)))
+        write_json(video.paths.frames_json, {"clips": {"ep1-c000": [{"t_s": 1.0, "path": "frames/a.jpg",
+                                                                     "scene_index": 0}]}, "settings": {}})
+        llm = llm_section(server, vision=True, schema_mode="auto")
+        result = make_stage(video, llm).process(video)
+        data = read_json(video.paths.generation_json)
+        assert [has_images(b) for b in server.chat_bodies].count(True) == 1  # the probe only
+        assert "does not take images" in data["warnings"][0] and result.metrics["warnings"] == data["warnings"]
+        assert data["failures"] == [] and len(data["summaries"]) == 2
+        # the probe, one refused json_schema form, then the requests
+        assert server.chat_requests == result.usage["requests"] == 1 + 1 + ALL_REQUESTS
+        before = server.chat_requests
+        again = make_stage(video, llm).process(video)
+        assert server.chat_requests == before and again.usage["requests"] == 0
+        assert read_json(video.paths.generation_json)["warnings"] == data["warnings"]
 
 
 def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path):
@@ -295,36 +391,37 @@ def test_batch_mode_submits_polls_across_runs_and_collects_by_custom_id(tmp_path
         def run_once() -> dict:
             return make_stage(video, llm, batch=True).process(video).usage
 
-        for expected_lines in (SUMMARY_REQUESTS, None, DIALOGUE_REQUESTS):
+        # summaries; a run while that batch still runs (nothing new is submitted); personas; dialogues
+        for run, still_running in enumerate((False, True, False, False)):
             with pytest.raises(StageError) as caught:
                 run_once()
             assert caught.value.error_class == "batch_pending" and caught.value.transient
             assert "the next `v60k generate --batch` collects them" in str(caught.value)
-            if expected_lines is None:  # a run while the batch still runs: nothing new is submitted
-                assert "submitted earlier" in str(caught.value)
+            assert ("submitted earlier" in str(caught.value)) == still_running
+            if run in (1, 2):
                 server.complete_batches()
-                continue
         batch_dir = WorkDir(tmp_path).batches_dir / "ep1"
-        first = [json.loads(x) for x in (batch_dir / "requests-0.jsonl").read_text().splitlines()]
-        second = [json.loads(x) for x in (batch_dir / "requests-1.jsonl").read_text().splitlines()]
-        assert len(first) == SUMMARY_REQUESTS and len(second) == DIALOGUE_REQUESTS
-        assert all(x["custom_id"].startswith("ep1-") and x["url"] == "/v1/chat/completions" for x in first + second)
-        assert len({x["custom_id"] for x in first + second}) == 6
+        rounds = [[json.loads(x) for x in (batch_dir / f"requests-{n}.jsonl").read_text().splitlines()]
+                  for n in range(3)]
+        assert [len(r) for r in rounds] == [SUMMARY_REQUESTS, PERSONA_REQUESTS, DIALOGUE_REQUESTS]
+        everything = [x for r in rounds for x in r]
+        assert all(x["custom_id"].startswith("ep1-") and x["url"] == "/v1/chat/completions" for x in everything)
+        assert len({x["custom_id"] for x in everything}) == ALL_REQUESTS
         server.complete_batches()
         usage = run_once()
         data = read_json(video.paths.generation_json)
-        assert server.chat_requests == 0 and len(server.batches) == 2
+        assert server.chat_requests == 0 and len(server.batches) == 3
         assert data["summaries"]["ep1-c000"]["generation_type"] == "llm"
         assert sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 3
         assert len(data["failures"]) == 1 and data["failures"][0]["clip_id"] == "ep1-c001"
         assert "batch_error: HTTP 500" in data["failures"][0]["reason"] and "(Monica)" in data["failures"][0]["reason"]
         # the run that writes the results reports both batches' tokens (the summaries were collected earlier)
         assert (usage["prompt_tokens"], usage["completion_tokens"]) == tuple(server.reported.values())
-        assert usage["requests"] == 6 and usage["cost_usd"] > 0
+        assert usage["requests"] == ALL_REQUESTS and usage["cost_usd"] > 0
         state = read_json(batch_dir / "state.json")
         assert all(b["collected"] and b["status"] == "completed" for b in state["batches"])
         total = sum(json.loads(x)["response"]["body"].get("usage", {}).get("prompt_tokens", 0)
-                    for n in (0, 1) for x in (batch_dir / f"output-{n}.jsonl").read_text().splitlines())
+                    for n in range(3) for x in (batch_dir / f"output-{n}.jsonl").read_text().splitlines())
         assert total == server.reported["prompt_tokens"]
         assert make_stage(video, llm, batch=True).process(video).usage["requests"] == 0  # collected: cached
 
@@ -364,7 +461,7 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
         summary = pipeline.run(workdir, config=config, progress=Progress())
         assert summary.counts["generate"]["done"] == 1 and summary.failed == 0
         usage = pipeline.status(workdir)["usage"]["generate"]
-        assert usage["requests"] == server.chat_requests == 6
+        assert usage["requests"] == server.chat_requests == ALL_REQUESTS
         assert (usage["prompt_tokens"], usage["completion_tokens"]) == tuple(server.reported.values())
         assert [c["line_ids"] != [] for c in read_json(workdir.paths("ep1").clips_json)["clips"]] == [True, True, False]
 
@@ -372,17 +469,20 @@ def test_a_pipeline_run_sums_usage_in_status_and_batch_videos_wait_until_collect
         pipeline_workdir(batch_dir.root)
         batch_config = config.model_copy(update={"stage_settings": {"clips": clips, "generate": {"batch": True}}})
         states = []
-        for complete in (False, True, True):  # summaries submitted; still running; dialogues submitted
+        # summaries submitted; still running; personas submitted; dialogues submitted
+        for complete in (False, True, True, True):
             pipeline.run(batch_dir, config=batch_config, progress=Progress())
             item = pipeline.status(batch_dir)
             states.append((item["stages"]["generate"]["failed"], [f["error_class"] for f in item["failures"]]))
             if complete:
                 server.complete_batches()
         final = pipeline.run(batch_dir, config=batch_config, progress=Progress())
-        assert states == [(1, ["batch_pending"])] * 3 and len(server.batches) == 2
-        assert final.counts["generate"]["done"] == 1 and server.chat_requests == 6  # no new HTTP chat requests
-        batch_usage = pipeline.status(batch_dir)["usage"]["generate"]  # both batches' tokens reach status
-        assert batch_usage["requests"] == 6 and batch_usage["prompt_tokens"] == usage["prompt_tokens"]
+        assert states == [(1, ["batch_pending"])] * 4 and len(server.batches) == 3
+        assert final.counts["generate"]["done"] == 1 and server.chat_requests == ALL_REQUESTS  # no new HTTP requests
+        batch_usage = pipeline.status(batch_dir)["usage"]["generate"]  # every batch's tokens reach status
+        # (the batch's summaries see an extractive story so far: their prompts differ from the synchronous run's)
+        assert batch_usage["requests"] == ALL_REQUESTS
+        assert batch_usage["prompt_tokens"] == server.reported["prompt_tokens"] - usage["prompt_tokens"]
         assert len(read_json(batch_dir.paths("ep1").generation_json)["dialogues"]) == 8
 
 
@@ -402,7 +502,7 @@ def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_
         video = make_video(tmp_path)
         llm = llm_section(server)
         batch_dir = WorkDir(tmp_path).batches_dir / "ep1"
-        for number in (0, 1):
+        for number in (0, 1, 2):  # summaries, personas, dialogues
             with pytest.raises(StageError) as caught:
                 make_stage(video, llm, batch=True, batch_api="offline").process(video)
             assert caught.value.error_class == "batch_pending"
@@ -414,8 +514,9 @@ def test_offline_batches_are_written_for_vllm_and_read_back_from_its_output(tmp_
         data = read_json(video.paths.generation_json)
         assert data["failures"] == [] and sum(d["generation_type"] == "llm" for d in data["dialogues"]) == 4
         assert server.requests == []  # no HTTP at all
-        # the run that writes the results reports both batches (6 lines); the summaries came from the cache
-        assert result.usage["requests"] == 6 and result.usage["cached"] == SUMMARY_REQUESTS
+        # the run that writes the results reports every batch; the summaries and personas came from the cache
+        assert result.usage["requests"] == ALL_REQUESTS
+        assert result.usage["cached"] == SUMMARY_REQUESTS + PERSONA_REQUESTS
         assert (result.usage["prompt_tokens"], result.usage["completion_tokens"]) == tuple(server.reported.values())
 
 

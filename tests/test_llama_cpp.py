@@ -100,3 +100,51 @@ def test_schema_valid_output_end_to_end_through_the_form_llama_cpp_accepts(llama
     assert totals.requests == result.requests >= 2 and totals.completion_tokens >= result.usage.completion_tokens
     again = asyncio.run(client.chat(messages, Mood))  # from the cache
     assert again.cached and again.parsed == result.parsed and client.meter.snapshot().requests == totals.requests
+
+
+def test_generate_keeps_no_dialogue_that_breaks_a_rule_and_counts_every_rejection(llama_server, tmp_path):
+    """The generate stage against the 135M model: whatever it answers, what reaches generation.json's summaries
+    and dialogues (what the shards read) passes the quality gate; everything else is rejected or failed, with
+    its reason, and counted per reason."""
+    from collections import Counter
+
+    from test_generate import make_stage, make_video
+
+    from v60k.core.workdir import read_json
+    from v60k.generation.quality import ClipRules, KnownNames, QualitySettings
+
+    video = make_video(tmp_path)
+    llm = {"base_url": llama_server, "model": "smollm2", "schema_mode": "auto", "temperature": 0.0,
+           "max_tokens": 320, "timeout_s": 300, "max_retries": 1, "retry_base_s": 0.0}
+    result = make_stage(video, llm, dialogue_exchanges=2).process(video)
+    data = read_json(video.paths.generation_json)
+    items = result.metrics["items"]
+    assert sum(items["rejected"].values()) == len(data["rejected"])
+    assert sum(items["failed"].values()) == len(data["failures"])
+    assert Counter(r["reason_code"] for r in data["rejected"]) == items["rejected"]
+    assert all(r["reason"] and (r.get("first_reason") or r["reason_code"] == "near_duplicate")
+               for r in data["rejected"])
+    rules = ClipRules(KnownNames(["Ross", "Monica"], ""), "en", QualitySettings())
+    llm_dialogues = [d for d in data["dialogues"] if d["generation_type"] == "llm"]
+    broken = [(d["dialogue_id"], str(rules.check_dialogue(d["turns"], d["character"], 2))) for d in llm_dialogues
+              if rules.check_dialogue(d["turns"], d["character"], 2) is not None]
+    assert broken == []
+    for d in llm_dialogues:
+        assert all(t["text"].strip() not in ("{", "}", "Ross", "Monica") for t in d["turns"])
+    every_clip = {"ep1-c000", "ep1-c001"}
+    assert set(data["summaries"]) | {r["clip_id"] for r in data["rejected"] if r["kind"] == "summary"} | {
+        f["clip_id"] for f in data["failures"] if f["kind"] == "summary"} == every_clip
+    print("items:", items, "llm dialogues kept:", len(llm_dialogues))
+
+
+def test_a_text_only_llama_cpp_server_is_found_without_vision_once(llama_server, tmp_path):
+    """llama.cpp's server without a vision projector refuses image parts: one probe, remembered in the cache."""
+    settings = LLMSettings(base_url=llama_server, model="smollm2", vision=True, timeout_s=240, max_retries=1,
+                           retry_base_s=0.0)
+    client = LLMClient(settings, cache_path=tmp_path / "llm-cache.sqlite")
+    assert asyncio.run(client.supports_vision()) is False
+    assert client.meter.snapshot().requests == 1
+    client.close()
+    again = LLMClient(settings, cache_path=tmp_path / "llm-cache.sqlite")
+    assert again.vision is False and asyncio.run(again.supports_vision()) is False
+    assert again.meter.snapshot().requests == 0

@@ -192,6 +192,26 @@ def test_auto_finds_the_form_a_llama_cpp_like_server_accepts(tmp_path):
         assert "JSON schema" in last["messages"][0]["content"] and '"score"' in last["messages"][0]["content"]
 
 
+def test_what_is_learnt_of_an_endpoint_is_kept_in_the_cache_file_and_not_probed_again(tmp_path):
+    with OpenAIServer(lambda body: GOOD, reject_forms=("json_schema",), vision=False) as server:
+        client = make_client(server, tmp_path, schema_mode="auto", vision=True)
+        assert ask(client).parsed == Verdict(**GOOD) and asyncio.run(client.supports_vision()) is False
+        assert server.chat_requests == 3 and client.vision is False  # two forms tried, one image probe
+        client.close()
+        later = make_client(server, tmp_path, schema_mode="auto", vision=True)  # a new run
+        assert later.schema_form == "json_object_schema" and later.vision is False
+        assert asyncio.run(later.supports_vision()) is False
+        ask(later, messages=[{"role": "user", "content": "a new question"}])
+        assert server.chat_requests == 4 and server.chat_bodies[-1]["response_format"]["type"] == "json_object"
+        other = make_client(server, tmp_path, schema_mode="auto", vision=True, model="another-model")
+        assert other.schema_form is None and other.vision is None  # kept per endpoint and model
+    with OpenAIServer(lambda body: "white") as server:
+        client = make_client(server, tmp_path / "v", vision=True)
+        assert asyncio.run(client.supports_vision()) is True and server.chat_requests == 1
+        assert make_client(server, tmp_path / "v", vision=False).vision is True  # known, though not asked for
+        assert asyncio.run(make_client(server, tmp_path / "v", vision=False).supports_vision()) is False
+
+
 def test_the_api_key_is_sent_but_never_written_or_shown(tmp_path, monkeypatch):
     secret = "sk-test-4f1e9c0ddeadbeef"
     monkeypatch.setenv("V60K_TEST_KEY", secret)

@@ -1,5 +1,7 @@
 """A SQLite response cache: one row per (model, messages, parameters, schema), so a re-run or a resume
-repeats zero requests. Only validated answers are stored; several worker processes may share the file."""
+repeats zero requests. Only validated answers are stored; several worker processes may share the file.
+It also keeps what was learnt of an endpoint (the structured-output form it accepts, whether it takes images),
+so that a re-run probes nothing."""
 
 from __future__ import annotations
 
@@ -17,6 +19,13 @@ CREATE TABLE IF NOT EXISTS responses (
     model      TEXT NOT NULL,
     answer     TEXT NOT NULL,
     created_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS capabilities (
+    endpoint   TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (endpoint, name)
 ) WITHOUT ROWID;
 """
 
@@ -48,6 +57,18 @@ class ResponseCache:
         with self._lock:
             self.db.execute("INSERT OR REPLACE INTO responses(key, model, answer, created_at) VALUES (?,?,?,?)",
                             (key, model, json.dumps(answer, ensure_ascii=False), time.time()))
+
+    def capability(self, endpoint: str, name: str) -> Any:
+        """A stored capability of ``endpoint`` (its base URL and model), or None when never probed."""
+        with self._lock:
+            row = self.db.execute("SELECT value FROM capabilities WHERE endpoint=? AND name=?",
+                                  (endpoint, name)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_capability(self, endpoint: str, name: str, value: Any) -> None:
+        with self._lock:
+            self.db.execute("INSERT OR REPLACE INTO capabilities(endpoint, name, value, created_at) VALUES (?,?,?,?)",
+                            (endpoint, name, json.dumps(value), time.time()))
 
     def __len__(self) -> int:
         with self._lock:

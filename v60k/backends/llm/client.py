@@ -37,6 +37,11 @@ class ChatRequest:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+# a 1x1 white PNG: the vision probe's image
+_PROBE_IMAGE = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N"
+                "70a4AAAAAElFTkSuQmCC")
+
+
 class _FormRejected(Exception):
     """The server refused a response_format form while the client was probing for one."""
 
@@ -64,6 +69,9 @@ class LLMClient:
         self._sleep = sleep if sleep is not None else asyncio.sleep
         self._api_key = settings.api_key()
         self._schema_form: str | None = None if settings.schema_mode == "auto" else settings.schema_mode
+        if self._schema_form is None and self.cache is not None:  # learnt by an earlier run
+            self._schema_form = self.cache.capability(self.endpoint, "schema_form")
+        self._vision: bool | None = None if self.cache is None else self.cache.capability(self.endpoint, "vision")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._openai: Any = None
         self._slots: asyncio.Semaphore | None = None
@@ -71,6 +79,16 @@ class LLMClient:
 
     def __repr__(self) -> str:  # never the key
         return f"LLMClient(base_url={self.settings.base_url!r}, model={self.settings.model!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """What the capabilities learnt of a server are kept under: its base URL and the model."""
+        return f"{self.settings.base_url.rstrip('/')} {self.settings.model}"
+
+    @property
+    def vision(self) -> bool | None:
+        """Whether the endpoint takes image parts: None until ``supports_vision`` has asked (or an earlier run)."""
+        return self._vision
 
     @property
     def schema_form(self) -> str | None:
@@ -99,6 +117,31 @@ class LLMClient:
     def close(self) -> None:
         if self.cache is not None:
             self.cache.close()
+
+    async def supports_vision(self) -> bool:
+        """Whether the endpoint accepts image parts (False when ``settings.vision`` is off). Asked once per
+        endpoint with a one-token request carrying a 1x1 image; the answer is kept in the cache file, so later
+        runs send nothing. A server that refuses the image (HTTP 400/415/422/500/501, as llama.cpp's without a
+        vision projector does) has no vision; 429s and timeouts are retried as usual."""
+        if not self.settings.vision:
+            return False
+        if self._vision is not None:
+            return self._vision
+        assert self.openai is not None and self._form_lock is not None
+        async with self._form_lock:
+            if self._vision is None:
+                messages = [{"role": "user", "content": [
+                    {"type": "text", "text": "Reply with one word: what colour is this image?"},
+                    {"type": "image_url", "image_url": {"url": _PROBE_IMAGE, "detail": "low"}}]}]
+                try:
+                    await self._send(self.openai, self.settings.model, messages, {"max_tokens": 1}, None, None,
+                                     probing=True)
+                    self._vision = True
+                except _FormRejected:
+                    self._vision = False
+                if self.cache is not None:
+                    self.cache.set_capability(self.endpoint, "vision", self._vision)
+        return self._vision
 
     # ---- requests ---------------------------------------------------------------------------------------
     def prepare(self, messages: list[dict[str, Any]], schema: type[BaseModel] | None = None,
@@ -203,11 +246,16 @@ class LLMClient:
             except _FormRejected as rejected:
                 sent += rejected.attempts
                 continue
-            self._schema_form = form
+            self._remember_form(form)
             return response, sent + n
         response, n = await self._send(client, model, messages, params, schema, FORMS[-1])
-        self._schema_form = FORMS[-1]
+        self._remember_form(FORMS[-1])
         return response, sent + n
+
+    def _remember_form(self, form: str) -> None:
+        self._schema_form = form
+        if self.cache is not None:
+            self.cache.set_capability(self.endpoint, "schema_form", form)
 
     async def _send(self, client: Any, model: str, messages: list[dict[str, Any]], params: dict[str, Any],
                     schema: type[BaseModel] | None, form: str | None, probing: bool = False) -> tuple[Any, int]:

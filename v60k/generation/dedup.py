@@ -1,0 +1,43 @@
+"""Near-duplicate texts among generated summaries and dialogues: MinHash signatures of word 3-gram shingles
+and an LSH index (``datasketch``); a candidate counts only when its estimated Jaccard similarity reaches the
+threshold (the LSH index alone also returns some less similar candidates)."""
+
+from __future__ import annotations
+
+from datasketch import MinHash, MinHashLSH
+
+from v60k.generation.quality import words
+
+NUM_PERM = 64
+SHINGLE_WORDS = 3
+
+
+def signature(text: str) -> MinHash:
+    """The MinHash of the text's word 3-grams (casefolded; a text of fewer words: its words)."""
+    tokens = [w.casefold() for w in words(text)]
+    shingles = ({" ".join(tokens[i:i + SHINGLE_WORDS]) for i in range(len(tokens) - SHINGLE_WORDS + 1)}
+                if len(tokens) >= SHINGLE_WORDS else set(tokens))
+    minhash = MinHash(num_perm=NUM_PERM, seed=1)
+    minhash.update_batch([s.encode("utf-8") for s in sorted(shingles)])
+    return minhash
+
+
+class NearDuplicates:
+    """Texts seen so far; ``first_match`` says which earlier text a new one nearly repeats (or keeps it)."""
+
+    def __init__(self, threshold: float = 0.7):
+        self.threshold = threshold
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        self._signatures: dict[str, MinHash] = {}
+
+    def first_match(self, item_id: str, text: str) -> str | None:
+        """The id of the most similar earlier text at or above the threshold; None: ``text`` is new and is
+        remembered under ``item_id``."""
+        minhash = signature(text)
+        scored = [(minhash.jaccard(self._signatures[other]), other) for other in self._lsh.query(minhash)]
+        close = sorted(((-score, other) for score, other in scored if score >= self.threshold))
+        if close:
+            return close[0][1]
+        self._lsh.insert(item_id, minhash)
+        self._signatures[item_id] = minhash
+        return None
