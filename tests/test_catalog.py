@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from v60k.core.catalog import UPSTREAM_FAILED, Catalog, ItemOutcome
+from v60k.core.catalog import Catalog, ItemOutcome
+from v60k.core.errors import UPSTREAM_FAILED
 
 
 def _outcome(video_id: str, stage: str, state: str = "done", **kw) -> ItemOutcome:

@@ -7,7 +7,6 @@ import functools
 import json
 import logging
 import sqlite3
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -100,6 +99,3 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()

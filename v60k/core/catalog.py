@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from v60k.core.errors import WorkDirError
+from v60k.core.errors import EXPANDED, UPSTREAM_FAILED, WorkDirError
 from v60k.core.stage import Video
 from v60k.core.workdir import VideoPaths, WorkDir, read_json, sanitize_id
 
 STATES = ("pending", "running", "done", "failed", "skipped")
 FINAL_STATES = ("done", "failed", "skipped")
-UPSTREAM_FAILED = "upstream_failed"
-EXPANDED = "expanded"  # a playlist/channel row: its entries became videos of their own; no later stage applies
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS videos (

@@ -145,6 +145,20 @@ class StageContext:
     workdir: WorkDir
     shared: dict[str, Any] = field(default_factory=dict)  # e.g. {"llm": {...}, "output": {...}}
 
+    def upstream_item(self, video_id: str, stage: str) -> dict[str, Any] | None:
+        """The catalog row of an earlier stage for this video (state, error_class, error_message, ...), read-only;
+        None when the catalog has none or cannot be read. Stages learn upstream states only through this."""
+        import sqlite3
+
+        from v60k.core.catalog import Catalog
+        from v60k.core.errors import V60kError
+
+        try:
+            with Catalog(self.workdir, read_only=True) as catalog:
+                return catalog.item(video_id, stage)
+        except (FileNotFoundError, V60kError, sqlite3.Error):
+            return None
+
 
 class Stage:
     """Base class. Subclasses set ``name``, ``version``, ``reads``, ``writes``, ``Settings`` and implement

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from v60k.core.documents import ANALYSIS_FPS, Motion
+from v60k.core.errors import DECODE_FAILED, NOT_A_VIDEO
 from v60k.media.shot_detection import dhash_of
 from v60k.media.streams import MediaError, grab_frame
 
@@ -108,7 +109,7 @@ def analyse(
 
     info = probe(path)
     if not getattr(info, "has_video", True) or not info.width or not info.height:
-        raise MediaError(f"{path} has no video stream", "no_video_stream")
+        raise MediaError(f"{path} has no video stream", NOT_A_VIDEO)
     out_w = min(width, int(info.width))
     out_h = max(2, round(info.height * out_w / info.width / 2) * 2)
     duration = max(0.0, end_s - start_s)
@@ -137,7 +138,7 @@ def analyse(
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no detail"]
-        raise MediaError(f"ffmpeg could not decode {path}: {detail[0]}", "decode_failed")
+        raise MediaError(f"ffmpeg could not decode {path}: {detail[0]}", DECODE_FAILED)
     frame_bytes = out_w * out_h
     count = len(proc.stdout) // frame_bytes
     frames = np.frombuffer(proc.stdout[: count * frame_bytes], dtype=np.uint8).reshape(count, out_h, out_w)

@@ -33,6 +33,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from v60k.core.documents import Motion
+from v60k.core.errors import DECODE_FAILED, NOT_A_VIDEO
 from v60k.media.streams import MediaError, VideoTiming, video_timing
 
 DetectorName = Literal["adaptive", "content"]
@@ -97,7 +98,7 @@ class DecodedFrame:
 def analysis_size(width: int, height: int, analysis_width: int) -> tuple[int, int]:
     """The small frame size: ``analysis_width`` wide (never upscaled), aspect ratio kept."""
     if width <= 0 or height <= 0:
-        raise MediaError(f"video has no frame size ({width}x{height})", "no_video_stream")
+        raise MediaError(f"video has no frame size ({width}x{height})", NOT_A_VIDEO)
     if width <= analysis_width:
         return width, height
     return analysis_width, max(1, round(height * analysis_width / width))
@@ -153,7 +154,7 @@ def decode_small_frames(
             try:
                 stamp = stamps.get(timeout=60)
             except queue.Empty as exc:
-                raise MediaError("ffmpeg sent a frame without its timestamp", "decode_failed") from exc
+                raise MediaError("ffmpeg sent a frame without its timestamp", DECODE_FAILED) from exc
             if stamp is None:
                 break
             pts, key = stamp
@@ -169,7 +170,7 @@ def decode_small_frames(
         reader.join()
         if proc.returncode != 0:
             detail = " | ".join(other_lines[-3:]) or f"exit status {proc.returncode}"
-            raise MediaError(f"ffmpeg could not decode the video: {detail}", "decode_failed")
+            raise MediaError(f"ffmpeg could not decode the video: {detail}", DECODE_FAILED)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,6 +10,7 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
+from v60k.core.errors import NOT_A_VIDEO
 from v60k.core.stage import StageError
 from v60k.core.workdir import atomic_path
 
@@ -61,7 +62,7 @@ def probe(path: str | Path) -> StreamInfo:
         reason = detail[-1] if detail else "ffprobe failed"
         head = path.read_bytes()[:512].lstrip().lower()
         if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"{")):
-            raise MediaError(f"{path.name}: not a media file (looks like a web page/text): {reason}", "not_a_video") from exc
+            raise MediaError(f"{path.name}: not a media file (looks like a web page/text): {reason}", NOT_A_VIDEO) from exc
         raise MediaError(f"{path.name}: unreadable or corrupt media: {reason}", "corrupt_media") from exc
     streams = info.get("streams", [])
     video = next((s for s in streams if s.get("codec_type") == "video" and not s.get("disposition", {}).get("attached_pic")), None)
@@ -73,7 +74,7 @@ def probe(path: str | Path) -> StreamInfo:
     if video and not frames and fps and duration:
         frames = int(round(duration * fps))
     if video is None and audio is None:
-        raise MediaError(f"{path.name}: no audio or video stream", "no_streams")
+        raise MediaError(f"{path.name}: no audio or video stream", NOT_A_VIDEO)
     return StreamInfo(
         duration_s=duration,
         fps=fps,

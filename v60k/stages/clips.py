@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 
 from v60k.core import documents
 from v60k.core.documents import Clip, DocumentError, Line, Lines, Scenes
+from v60k.core.errors import BAD_INPUT
 from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 
 BOUNDARY_TOLERANCE_S = 0.05  # a line within this of a cut does not cross it (timestamp jitter)
@@ -135,7 +136,7 @@ class Clips(Stage):
             scenes_doc = Scenes.load(paths)
             lines = Lines.load(paths).lines if has_lines else []
         except DocumentError as exc:
-            raise StageError(str(exc), "bad_input") from exc
+            raise StageError(str(exc), BAD_INPUT) from exc
         records = make_clips(video.video_id, scenes_doc, lines, self.settings)
         if not records:
             raise SkipVideo("no scenes and no stream duration: nothing to cut into clips", "no_scenes")

@@ -7,7 +7,6 @@ The embeddings backend finds speech itself (Silero VAD): a small ASR model leave
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +21,17 @@ from v60k.backends.diarization import (
     make_backend,
     relabel_by_first_turn,
 )
-from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.core.errors import BAD_INPUT, MISSING_INPUT
+from v60k.core.stage import (
+    Resources,
+    SkipVideo,
+    Stage,
+    StageContext,
+    StageError,
+    StageResult,
+    StageSettings,
+    Video,
+)
 from v60k.core.workdir import read_json, write_json
 from v60k.media.streams import load_audio
 
@@ -103,7 +112,7 @@ class Diarize(Stage):
         if not segments:
             raise SkipVideo("no speech: the transcript has no segments", "no_speech")
         if not paths.audio_wav.exists():
-            raise StageError("transcript.json without audio.wav", "missing_input")
+            raise StageError("transcript.json without audio.wav", MISSING_INPUT)
         audio = load_audio(paths.audio_wav, SAMPLE_RATE)
         duration_s = len(audio) / SAMPLE_RATE
         if duration_s < MIN_AUDIO_S:
@@ -133,24 +142,18 @@ def read_input_json(path: Path) -> dict[str, Any]:
     try:
         data = read_json(path)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path.name} is not valid JSON: {exc}", "bad_input") from None
+        raise StageError(f"{path.name} is not valid JSON: {exc}", BAD_INPUT) from None
     if not isinstance(data, dict):
-        raise StageError(f"{path.name} is not a JSON object", "bad_input")
+        raise StageError(f"{path.name} is not a JSON object", BAD_INPUT)
     return data
 
 
-def upstream_reason(video: Video, stage: str, context: Any) -> tuple[str, str]:
-    """Why ``stage`` left no output for ``video``: its catalog row (read-only), else a generic reason."""
-    catalog = getattr(getattr(context, "workdir", None), "catalog_path", None)
-    if catalog is not None and Path(catalog).exists():
-        try:
-            with sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=5) as db:
-                row = db.execute("SELECT state, error_class, error_message FROM items WHERE video_id=? AND stage=?",
-                                 (video.video_id, stage)).fetchone()
-        except sqlite3.Error:
-            row = None
-        if row and row[0] in ("skipped", "failed"):
-            return f"{stage} {row[0]}: {row[2] or row[1] or 'no reason recorded'}", row[1] or f"{stage}_{row[0]}"
+def upstream_reason(video: Video, stage: str, context: StageContext | None) -> tuple[str, str]:
+    """Why ``stage`` left no output for ``video``: its catalog row, else a generic reason."""
+    row = context.upstream_item(video.video_id, stage) if context is not None else None
+    if row and row["state"] in ("skipped", "failed"):
+        reason = row["error_message"] or row["error_class"] or "no reason recorded"
+        return f"{stage} {row['state']}: {reason}", row["error_class"] or f"{stage}_{row['state']}"
     return f"{stage} produced no output", f"no_{stage}_output"
 
 

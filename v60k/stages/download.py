@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
+from v60k.core.errors import NOT_A_VIDEO
 from v60k.core.manifest import derive_id
 from v60k.core.netguard import BlockedAddress, Policy, check_host, guarded
 from v60k.core.stage import (
@@ -408,7 +409,7 @@ class Download(Stage):
             error_class = "not_a_video" if exc.error_class == "no_streams" else exc.error_class
             raise StageError(str(exc).replace(str(path), path.name), error_class) from None
         if not facts.has_video:
-            raise StageError(f"{path.name}: audio only, no video stream", "not_a_video")
+            raise StageError(f"{path.name}: audio only, no video stream", NOT_A_VIDEO)
         s = self.settings
         if s.max_duration_s and facts.duration_s > s.max_duration_s:
             raise StageError(f"duration {facts.duration_s:.0f} s exceeds max_duration_s {s.max_duration_s:g}", "too_long")

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from v60k.core import documents
 from v60k.core.documents import Motion
+from v60k.core.errors import BAD_INPUT, DECODE_FAILED, MISSING_INPUT
 from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import VideoPaths, atomic_path
 from v60k.media.frame_sampler import SamplerSettings, sample_planned
@@ -48,11 +49,11 @@ class Sample(Stage):
             raise SkipVideo("no clips.json (the clips stage did not run for this video)", "no_clips")
         source = paths.source
         if source is None:
-            raise StageError(f"no downloaded source in {paths.root}", "bad_input")
+            raise StageError(f"no downloaded source in {paths.root}", MISSING_INPUT)
         try:
             clips = documents.Clips.load(paths).clips
         except documents.DocumentError as exc:
-            raise StageError(str(exc), "bad_input") from exc
+            raise StageError(str(exc), BAD_INPUT) from exc
         if not clips:
             raise SkipVideo("clips.json lists no clips", "no_clips")
         motion, scenes, reused = self._scenes(paths)
@@ -88,7 +89,7 @@ class Sample(Stage):
                                                       scene_index=planned.scene_index))
                 records[clip.clip_id] = entries
         if failures and len(failures) == len(clips):
-            raise StageError(f"no clip could be sampled: {failures[0]['reason']}", "decode_failed")
+            raise StageError(f"no clip could be sampled: {failures[0]['reason']}", DECODE_FAILED)
         documents.Frames(
             clips=records, settings=settings.public_dict(), motion_reused=reused, failures=failures
         ).save(paths)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from v60k.core import documents
+from v60k.core.errors import MISSING_INPUT, NOT_A_VIDEO
 from v60k.core.stage import Resources, Stage, StageError, StageResult, StageSettings, Video
 from v60k.media import streams
 from v60k.media.shot_detection import DetectionSettings, ShotAnalysis, detect_shots
@@ -26,10 +27,10 @@ class Scenes(Stage):
     def process(self, video: Video) -> StageResult:
         source = video.paths.source
         if source is None:
-            raise StageError(f"no downloaded source file in {video.dir}", "missing_source")
+            raise StageError(f"no downloaded source file in {video.dir}", MISSING_INPUT)
         info = streams.probe(source)
         if not info.has_video:
-            raise StageError(f"{source.name}: no video stream (audio only)", "no_video_stream")
+            raise StageError(f"{source.name}: no video stream (audio only)", NOT_A_VIDEO)
         analysis = detect_shots(source, info.width, info.height, self.settings)
         self.scenes_document(info, analysis).save(video.paths)
         return StageResult(

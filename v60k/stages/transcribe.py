@@ -30,6 +30,7 @@ from v60k.backends.asr.guards import (
 from v60k.backends.asr.metrics import speech_totals
 from v60k.backends.asr.redecode import RedecodeSettings, redecode, redecoded_s
 from v60k.backends.asr.splitting import SplitSettings, split_segments
+from v60k.core.errors import MISSING_INPUT, NO_AUDIO
 from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import read_json, write_json
 from v60k.media.streams import extract_audio, probe
@@ -132,16 +133,16 @@ class Transcribe(Stage):
                 return stream
         source = paths.source
         if source is None:
-            raise StageError("no downloaded source file", "missing_input")
+            raise StageError("no downloaded source file", MISSING_INPUT)
         return probe(source).to_dict()
 
     def process(self, video: Video) -> StageResult:
         paths = video.paths
         source = paths.source
         if source is None:
-            raise StageError("no downloaded source file", "missing_input")
+            raise StageError("no downloaded source file", MISSING_INPUT)
         if not self.stream_facts(video).get("has_audio"):
-            raise SkipVideo("no audio stream", "no_audio")
+            raise SkipVideo("no audio stream", NO_AUDIO)
         extract_audio(source, paths.audio_wav, SAMPLE_RATE)
         audio = read_wav(paths.audio_wav)
         duration_s = len(audio) / SAMPLE_RATE
