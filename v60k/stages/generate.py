@@ -45,7 +45,7 @@ from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSett
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
-from v60k.roleplay.format import Prompt, frames_for_character  # the one role-play format (chat, eval)
+from v60k.roleplay.format import Prompt, frames_for_character, persona_text  # the one role-play format
 
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
@@ -658,7 +658,7 @@ class Generate(Stage):
         threshold: rejected. A judge answer that does not follow the rubric's format leaves the dialogue unscored
         (``judge_problem``)."""
         from v60k.roleplay.evaluate import parse_judgement
-        from v60k.roleplay.profile import RolePlayProfile, Turn
+        from v60k.roleplay.format import RolePlayProfile, Turn
 
         by_id = {c.clip_id: c for c in context.clips}
         judged = [d for d in out["dialogues"] if d["generation_type"] == "llm"]
@@ -779,9 +779,7 @@ def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None
 
 
 def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
-    from v60k.roleplay.profile import default_persona  # it imports this module
-
-    return default_persona(character, title, lines)
+    return persona_text(character, title, lines)
 
 
 def dialogue_text(dialogue: dict[str, Any]) -> str:
