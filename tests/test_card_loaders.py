@@ -4,6 +4,7 @@ config (frames decode as images), DuckDB and Polars."""
 from __future__ import annotations
 
 import glob
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -17,7 +18,7 @@ from v60k.testing.sample_workdirs import build_workdir
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    workdir = build_workdir(tmp_path / "work", videos=6, series_count=3, frames_per_clip=2)
+    workdir = build_workdir(tmp_path / "work", videos=6, series_count=3, frames_per_clip=2, judged=True)
     out = tmp_path / "corpus"
     summary = write_shards(workdir, out, OutputSettings(split_method="rank", row_group_rows=5))
     assert summary.validation.ok, summary.validation.render()
@@ -69,6 +70,10 @@ def test_datasets_loads_every_config(corpus: Path, tmp_path: Path, monkeypatch: 
     dialogues = datasets.load_dataset(str(corpus), "dialogues", split="test", cache_dir=cache)
     first = dialogues[0]
     assert first["turns"][0]["role"] == "user" and first["split"] == "test"
+    assert dialogues.features["judge_score"].dtype == "float64" and dialogues.features["judge_scores"].dtype == "string"
+    scored = dialogues.filter(lambda d: d["judge_score"] is not None)
+    assert 0 < scored.num_rows < dialogues.num_rows
+    assert all(1 <= s <= 10 for d in scored for s in json.loads(d["judge_scores"]).values())
     clips = datasets.load_dataset(str(corpus), "clips", split="train", cache_dir=cache)
     assert clips.features["frames"].feature.__class__.__name__ == "Image"
     frame = clips[0]["frames"][0]
@@ -89,6 +94,12 @@ def test_duckdb_and_polars_read_the_shards(corpus: Path) -> None:
         f"SELECT count(*) FROM '{data}/dialogues/*.parquet' d JOIN '{data}/clips/*.parquet' c USING (clip_id)"
         " WHERE d.video_id = c.video_id AND d.split = c.split").fetchone()[0]
     assert joined == total
+    good = con.execute(f"SELECT count(*) FROM '{data}/dialogues/*.parquet' WHERE judge_score >= 7").fetchone()[0]
+    judged = con.execute(f"SELECT count(*) FROM '{data}/dialogues/*.parquet' WHERE judge_score IS NOT NULL").fetchone()[0]
+    assert 0 < good < judged < total
+    fluent = con.execute(f"SELECT count(*) FROM '{data}/dialogues/*.parquet' "
+                         "WHERE CAST(json_extract(judge_scores, '$.fluency') AS INTEGER) >= 7").fetchone()[0]
+    assert good <= fluent <= judged
     per_split = dict(con.execute(f"SELECT split, count(*) FROM '{data}/videos/*.parquet' GROUP BY split").fetchall())
     assert per_split == {s: _rows(corpus, "videos", s) for s in ("train", "validation", "test")}
 

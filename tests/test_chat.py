@@ -134,7 +134,8 @@ def _chat_bodies(server: OpenAIServer) -> list[dict]:
 
 
 def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tmp_path, episode_work, openai_server):
-    from v60k.media.frame_sampler import sample
+    from v60k.media.frame_sampler import DEFAULT_MAX_FRAMES, sample
+    from v60k.roleplay.format import frames_for_character
 
     openai_server.handler = _scripted
     result = _chat(tmp_path, episode_work, openai_server, "--persona", "Ross is a shy palaeontologist.",
@@ -152,12 +153,18 @@ def test_chat_once_sends_frames_in_temporal_order_the_summary_and_the_persona(tm
     assert first_user[-1] == {"type": "text", "text": "How was the museum?"}
     captions = [p["text"] for p in first_user if p["type"] == "text" and p["text"].startswith("Frame ")]
     times = [float(caption.split(" at ")[1].removesuffix(" s")) for caption in captions]
-    # the very frames the reference sampler gives for the whole video, in temporal order
+    # of the reference sampler's frames for the whole video, the five frames_for_character gives for Ross's
+    # lines: one within 1 s of each (as many as fit), in temporal order
     source = next((tmp_path / "work" / "videos").glob("*/source.*"))
     scenes = json.loads(next((tmp_path / "work" / "videos").glob("*/scenes.json")).read_text())
-    expected = sample(source, 0.0, scenes["stream"]["duration_s"], max_frames=5, motion=scenes["motion"],
-                      scenes=scenes["scenes"])
-    assert len(expected) >= 2 and times == sorted(times)
+    lines = json.loads(next((tmp_path / "work" / "videos").glob("*/lines.json")).read_text())["lines"]
+    spans = [(ln["start_s"], ln["end_s"]) for ln in lines if ln.get("character") == CHARACTER]
+    candidates = sample(source, 0.0, scenes["stream"]["duration_s"], max_frames=DEFAULT_MAX_FRAMES,
+                        motion=scenes["motion"], scenes=scenes["scenes"])
+    expected = frames_for_character(candidates, 5, spans)
+    assert spans and len(expected) >= 2 and times == sorted(times)
+    if len(spans) <= 5:
+        assert all(any(start - 1.0 <= t <= end + 1.0 for t in times) for start, end in spans), (spans, times)
     assert times == pytest.approx([t for t, _ in expected], abs=0.01)
     sent = [base64.b64decode(url.split(",", 1)[1]) for url in image_parts(body["messages"])]
     assert sent == [jpeg for _, jpeg in expected]

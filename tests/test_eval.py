@@ -21,7 +21,7 @@ from v60k.roleplay.evaluate import (
     load_test_items,
     parse_judgement,
 )
-from v60k.roleplay.format import RolePlayProfile, Turn, evenly_spaced
+from v60k.roleplay.format import RolePlayProfile, Turn, evenly_spaced, frames_for_character
 
 RUBRIC = Rubric.load()
 METRICS = RUBRIC.metric_names
@@ -142,6 +142,19 @@ def test_subsampling_frames_keeps_temporal_order_and_the_ends():
     frames = [(float(t), bytes([t])) for t in range(10)]
     assert [t for t, _ in evenly_spaced(frames, 4)] == [0.0, 3.0, 6.0, 9.0]
     assert evenly_spaced(frames, None) == frames and evenly_spaced(frames, 20) == frames
+
+
+def test_frames_for_a_character_take_the_frame_nearest_each_line_then_fill_evenly():
+    busy = [(0.25 * k, k) for k in range(40)]  # 0-9.75 s: a high-motion stretch, densely sampled
+    frames = [*busy, (14.0, "a"), (18.0, "b"), (26.0, "c")][::-1]  # any input order: temporal output
+    assert frames_for_character(frames, 6) == evenly_spaced(sorted(frames), 6)  # no lines: the even choice
+    chosen = frames_for_character(frames, 6, [(17.0, 17.5), (25.0, 26.5)])
+    assert [t for t, _ in chosen] == sorted(t for t, _ in chosen) and len(chosen) == 6
+    assert (18.0, "b") in chosen and (26.0, "c") in chosen  # nearest to each line (inside it, else closest)
+    assert chosen[0] == (0.0, 0)  # the rest evenly over the clip, from its start
+    lines = [(float(t), t + 0.5) for t in range(0, 10, 2)]  # five lines, a budget of three: spread over them
+    assert [t for t, _ in frames_for_character(busy, 3, lines)] == [0.25, 4.25, 8.25]  # mid-line frames
+    assert frames_for_character(frames, None, lines) == sorted(frames) and frames_for_character(frames, 0, lines) == []
 
 
 # ------------------------------------------------------------------------------------ a small corpus

@@ -419,3 +419,64 @@ def test_training_export_and_chat_render_one_format(tmp_path: Path) -> None:
     chat_images = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
                    for p in messages[1]["content"] if p["type"] == "image_url"]
     assert chat_images == [(out / path).read_bytes() for path in record["images"]]
+
+
+def _busy_start_corpus(root: Path) -> Path:
+    """One 30 s clip whose 16 sampled frames crowd its high-motion first 12 s (12 frames there); Ross speaks only
+    at 19-20 s and 27.5-28.5 s, Monica only at 3-4 s."""
+    frames = [(0.5 + k, jpeg(10 + 12 * k)) for k in range(12)] + [(16.0 + 4 * k, jpeg(170 + 20 * k)) for k in range(4)]
+    line = {"video_id": "v1", "split": "train"}
+    utterances = [
+        {**line, "utterance_id": "v1-L0000", "start_s": 3.0, "end_s": 4.0, "character": "Monica", "text": "Where?"},
+        {**line, "utterance_id": "v1-L0001", "start_s": 19.2, "end_s": 20.4, "character": "Ross", "text": "Here."},
+        {**line, "utterance_id": "v1-L0002", "start_s": 27.5, "end_s": 28.6, "character": "Ross", "text": "Now."},
+        {**line, "utterance_id": "v1-L0003", "start_s": 45.0, "end_s": 46.0, "character": "Ross",
+         "text": "A line in another clip of the video."},
+    ]
+    dialogues = [
+        {**line, "dialogue_id": f"v1-c000-d0{n}", "clip_id": "v1-c000", "character": who, "generation_type": "llm",
+         "generator": "m", "turns": [turn("user", "Joey", f"Hi {who}."), turn("character", who, "Hello.")]}
+        for n, who in enumerate(("Ross", "Monica"))
+    ]
+    return write_shards(root, {"videos": [{"video_id": "v1", "series": "Friends", "split": "train"}],
+                               "utterances": utterances, "clips": [clip("v1-c000", "v1", "train", 0.0, frames)],
+                               "dialogues": dialogues})
+
+
+def test_max_frames_include_the_moments_the_character_speaks(tmp_path: Path) -> None:
+    """Export, eval (and chat, from the eval's profile) choose the same frames for a (character, clip): one
+    within 1 s of each of the character's lines, the rest evenly over the clip, in temporal order."""
+    import base64
+
+    from v60k.roleplay.chat import ChatSession
+    from v60k.roleplay.evaluate import load_test_items
+    from v60k.roleplay.format import evenly_spaced
+
+    root = _busy_start_corpus(tmp_path / "corpus")
+    evenly = [t for t, _ in evenly_spaced([(0.5 + k, None) for k in range(12)] + [(16.0 + 4 * k, None)
+                                                                                   for k in range(4)], 4)]
+    assert not any(19.2 - 1 <= t <= 20.4 + 1 for t in evenly)  # the plain even choice misses Ross's first line
+    out = tmp_path / "sft"
+    export_sft(root, out, ExportSettings(max_frames=4))
+    records = {r["messages"][0]["content"].split(",")[0]: r for r in load(out, "llamafactory", "train")}
+    assert len(records) == 2
+    items = {i.profile.character: i for i in load_test_items(root, split="train", max_frames=4)}
+    spoken = {"Ross": [(19.2, 20.4), (27.5, 28.6)], "Monica": [(3.0, 4.0)]}
+    chosen = {}
+    for character, lines in spoken.items():
+        record = next(r for key, r in records.items() if character in key)
+        check_llamafactory(record, out)
+        times = [int(Path(p).stem.split("_")[1]) / 1000 for p in record["images"]]
+        assert len(times) == 4 and times == sorted(times)
+        for start, end in lines:
+            assert any(start - 1.0 <= t <= end + 1.0 for t in times), (character, times)
+        chosen[character] = times
+        exported = [(out / p).read_bytes() for p in record["images"]]
+        profile = items[character].profile
+        assert profile.frame_times == times and [image for _, image in profile.frames] == exported
+        messages = ChatSession(profile, client=None).messages_for("Hi.")
+        chat_images = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1])
+                       for p in messages[1]["content"] if p["type"] == "image_url"]
+        assert chat_images == exported
+    assert chosen["Ross"] != chosen["Monica"]  # per character, not per clip
+    assert len(list((out / "images" / "v1-c000").iterdir())) == len(set(chosen["Ross"]) | set(chosen["Monica"]))

@@ -336,7 +336,7 @@ def test_vision_attaches_the_clips_frames_in_temporal_order(tmp_path):
     with OpenAIServer(scripted) as server:
         video = make_video(tmp_path)
         frames = {"ep1-c000": [], "ep1-c001": []}
-        for clip_id, times in (("ep1-c000", [12.0, 2.5, 30.0]), ("ep1-c001", [50.0])):
+        for clip_id, times in (("ep1-c000", [12.0, 2.0, 30.0, 4.5]), ("ep1-c001", [50.0])):
             for n, t in enumerate(times):
                 path = f"frames/{clip_id}/{int(t * 1000):06d}.jpg"
                 (video.dir / path).parent.mkdir(parents=True, exist_ok=True)
@@ -348,11 +348,16 @@ def test_vision_attaches_the_clips_frames_in_temporal_order(tmp_path):
         parts = summary["messages"][-1]["content"]
         labels = [p["text"] for p in parts if p["type"] == "text"][1:]
         images = [p["image_url"] for p in parts if p["type"] == "image_url"]
-        assert labels == ["Frame at 2.50 s:", "Frame at 12.00 s:"]  # two of three, evenly chosen, in order
+        assert labels == ["Frame at 2.00 s:", "Frame at 30.00 s:"]  # two of four, evenly chosen, in order
         assert all(i["url"].startswith("data:image/jpeg;base64,") and i["detail"] == "low" for i in images)
         assert "2 frames of the clip follow" in parts[0]["text"]
-        dialogue = next(b for b in server.chat_bodies if is_dialogue(b) and clip_of(b) == "0.0")
-        assert [p["text"] for p in dialogue["messages"][-1]["content"] if p["type"] == "text"][1:] == labels
+        # a character's dialogue: the frame nearest each of its lines first (Ross 3.5-5 s and 7-9 s: 4.5 s;
+        # Monica 1-3 s and 5.5-6.5 s: 2 s and 4.5 s), then the rest evenly
+        for character, expected in (("Ross", ["Frame at 4.50 s:", "Frame at 12.00 s:"]),
+                                    ("Monica", ["Frame at 2.00 s:", "Frame at 4.50 s:"])):
+            dialogue = next(b for b in server.chat_bodies
+                            if is_dialogue(b) and clip_of(b) == "0.0" and character_of(b) == character)
+            assert [p["text"] for p in dialogue["messages"][-1]["content"] if p["type"] == "text"][1:] == expected
         assert all(isinstance(b["messages"][-1]["content"], str) for b in server.chat_bodies if is_persona(b))
         assert sum(has_images(b) for b in server.chat_bodies) == 1 + 2 + 4  # the probe, summaries, dialogues
         data = read_json(video.paths.generation_json)

@@ -166,3 +166,28 @@ def test_required_value_missing_is_refused(tmp_path: Path) -> None:
     else:
         raise AssertionError("a row without clip_id was written")
     assert isinstance(table_schema("clips").field("frames").type, pa.ListType)
+
+
+def test_judge_scores_land_in_the_dialogues_shards(tmp_path: Path) -> None:
+    import json
+
+    workdir = build_workdir(tmp_path / "work", videos=3, series_count=0, judged=True)
+    summary = write_shards(workdir, tmp_path / "out", OutputSettings(row_group_rows=5))
+    assert summary.validation.ok, summary.validation.render()
+    rows = {r["dialogue_id"]: r for r in _read(tmp_path / "out", "dialogues")}
+    assert len(rows) == 3 * 2 * 2
+    scored = [r for i, r in rows.items() if i.endswith("-d00")]
+    unreadable = [r for i, r in rows.items() if i.endswith("-d01")]
+    for row in scored:
+        scores = json.loads(row["judge_scores"])
+        assert set(scores) == {"fluency", "tone_consistency", "video_text_relevance"}
+        assert all(1 <= s <= 10 for s in scores.values())
+        assert abs(row["judge_score"] - sum(scores.values()) / 3) < 0.01 and row["judge_problem"] is None
+    for row in unreadable:
+        assert row["judge_scores"] is None and row["judge_score"] is None and row["judge_problem"] == "no valid score"
+    assert len({r["judge_score"] for r in scored}) > 1  # varies by clip: a filter keeps some, not all
+    kept = pq.read_table(tmp_path / "out" / "data" / "dialogues", filters=[("judge_score", ">=", 7)]).num_rows
+    assert 0 < kept < len(scored)
+    unjudged = write_shards(build_workdir(tmp_path / "plain", videos=1), tmp_path / "plain-out")
+    assert all(r["judge_scores"] is None and r["judge_score"] is None for r in _read(tmp_path / "plain-out", "dialogues"))
+    assert unjudged.validation.ok

@@ -20,7 +20,7 @@ from v60k.testing.sample_workdirs import build_workdir
 
 def make_corpus(root: Path) -> Path:
     """A small valid corpus, all in the train split (one file per table)."""
-    workdir = build_workdir(root / "work", videos=3)
+    workdir = build_workdir(root / "work", videos=3, judged=True)
     out = root / "corpus"
     write_shards(workdir, out, OutputSettings(splits={"train": 1.0}, row_group_rows=4, check=False))
     return out
@@ -73,12 +73,19 @@ def _wrong_folder(corpus: Path) -> tuple[str, str]:
     return target.relative_to(corpus).as_posix(), "this is a shard of table 'clips', found in data/dialogues/"
 
 
+def _judge_out_of_range(corpus: Path) -> tuple[str, str]:
+    path = shard(corpus, "dialogues")
+    rewrite_rows(path, lambda rows: rows[5].update(judge_scores='{"fluency":11,"tone_consistency":7}', judge_score=9.0))
+    return path.relative_to(corpus).as_posix() + " [row group 1, row 1]", "judge_scores outside 1-10: {'fluency': 11}"
+
+
 BAD_INPUTS: dict[str, Callable[[Path], tuple[str, str]]] = {
     "missing_column": _missing_column,
     "wrong_type": _wrong_type,
     "dangling_reference": _dangling_reference,
     "truncated": _truncated,
     "wrong_folder": _wrong_folder,
+    "judge_out_of_range": _judge_out_of_range,
 }
 
 
@@ -128,6 +135,9 @@ MEANING = {
                         "must alternate"),
     "empty_turns": (_edit("dialogues", 1, lambda r: _set_turns(r, [])), "no turns"),
     "duplicate_id": (_edit("dialogues", 1, lambda r: r.update(dialogue_id="vid0000-c000-d00")), "duplicate dialogue_id"),
+    "judge_mean_out_of_range": (_edit("dialogues", 2, lambda r: r.update(judge_score=0.5)),
+                                "judge_score 0.5 is outside 1-10"),
+    "judge_scores_not_json": (_edit("dialogues", 2, lambda r: r.update(judge_scores="8")), "not a JSON object"),
     "required_null": (_edit("utterances", 4, lambda r: r.update(text=None)), "required value(s) missing: text"),
     "video_unknown": (_edit("utterances", 5, lambda r: r.update(video_id="ghost", utterance_id="ghost-L0001")),
                       "video_id 'ghost' is not in the videos table"),

@@ -7,11 +7,13 @@ Checks: shard names and places (``data/<table>/<split>-NNNNN-of-NNNNN.parquet``)
 a shard declares, required columns and their types, required values; unique ids; start < end inside the
 video's duration; words inside their line; every reference resolves (utterance / clip / dialogue → video,
 dialogue → clip, clip → utterances); characters of the video's cast; one split per video and per series;
-dialogue turns non-empty and alternating user / character. Each issue names the file, row group and row.
+dialogue turns non-empty and alternating user / character; judge scores null or
+within 1-10. Each issue names the file, row group and row.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,7 @@ from v60k.dataset.splits import empty_eval_splits
 
 CHECK_ORDER = ("videos", "utterances", "clips", "dialogues")
 GENERATION_TYPES = {"raw_lines", "llm"}
+JUDGE_RANGE = (1, 10)  # the eval rubric's scale
 JPEG_MAGIC = b"\xff\xd8"
 
 
@@ -346,6 +349,7 @@ def _dialogue_row(row: dict[str, Any], seen: _Seen, out: _Collector, where: tupl
     if row["generation_type"] not in GENERATION_TYPES:
         out.error("range", f"{what}: generation_type {row['generation_type']!r} is not one of "
                   f"{sorted(GENERATION_TYPES)}", *where)
+    _judge_scores(row, what, out, where)
     turns = row["turns"]
     if not turns:
         out.error("turns", f"{what}: no turns", *where)
@@ -366,6 +370,27 @@ def _dialogue_row(row: dict[str, Any], seen: _Seen, out: _Collector, where: tupl
             return
     if turns[0]["role"] != "user":
         out.warning("turns", f"{what}: opens with the character, not the user", *where)
+
+
+def _judge_scores(row: dict[str, Any], what: str, out: _Collector, where: tuple) -> None:
+    """``judge_scores`` (a JSON object of metric → score) and ``judge_score`` are null or within the scale."""
+    low, high = JUDGE_RANGE
+    mean = row["judge_score"]
+    if mean is not None and not low <= mean <= high:
+        out.error("range", f"{what}: judge_score {mean} is outside {low}-{high}", *where)
+    if row["judge_scores"] is None:
+        return
+    try:
+        scores = json.loads(row["judge_scores"])
+    except ValueError:
+        scores = None
+    if not isinstance(scores, dict):
+        out.error("range", f"{what}: judge_scores is not a JSON object of metric -> score", *where)
+        return
+    bad = {k: v for k, v in scores.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high}
+    if bad:
+        out.error("range", f"{what}: judge_scores outside {low}-{high}: {bad}", *where)
 
 
 def _check_card(root: Path, out: _Collector) -> None:

@@ -15,6 +15,7 @@ recorded in ``.v60k-corpus.json``, and refuses a corpus from another work dir or
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -208,6 +209,9 @@ def video_rows(reader: VideoReader, split: str, include_frames: bool = True) -> 
             "prompt_version": dialogue.get("prompt_version"),
             "turns": [{"role": t.get("role"), "speaker": t.get("speaker"), "text": t.get("text")}
                       for t in dialogue.get("turns") or []],
+            "judge_scores": _json_or_none(dialogue.get("judge_scores")),
+            "judge_score": _float_or_none(dialogue.get("judge_score")),
+            "judge_problem": _str_or_none(dialogue.get("judge_problem")),
             "split": split,
         }
 
@@ -235,6 +239,11 @@ def _int_or_none(value: Any) -> int | None:
 
 def _str_or_none(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def _json_or_none(value: Any) -> str | None:
+    """A mapping as compact JSON with sorted keys (byte-identical re-runs); None (or empty) stays null."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")) if value else None
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -35,6 +35,7 @@ from v60k.roleplay.format import (
     RolePlayProfile,
     Turn,
     build_messages,
+    frames_for_character,
     image_parts,
     persona_text,
     without_images,
@@ -150,17 +151,23 @@ def _explain(item: dict[str, Any]) -> str:
     return f"{item.get('error_class') or item.get('state')}: {item.get('error_message') or ''}".strip().rstrip(":")
 
 
-def video_frames(prepared: PreparedVideo, max_frames: int | None) -> list[tuple[float, bytes]]:
-    """The reference sampler's frames over the whole video, in temporal order (reusing the scenes stage's
-    scenes and motion profile)."""
-    from v60k.media.frame_sampler import sample
+def video_frames(prepared: PreparedVideo, max_frames: int | None,
+                 character: str | None = None) -> list[tuple[float, bytes]]:
+    """Up to ``max_frames`` of the reference sampler's frames over the whole video, in temporal order (reusing
+    the scenes stage's scenes and motion profile), chosen by ``frames_for_character`` for ``character``'s lines:
+    the sampler's usual frames are the candidates."""
+    from v60k.media.frame_sampler import DEFAULT_MAX_FRAMES, sample
 
     source = prepared.paths.source
     if source is None:
         raise ChatError(f"no downloaded source in {prepared.paths.root}")
-    frames = sample(source, 0.0, prepared.duration_s, max_frames=max_frames,
+    spans = [(float(ln["start_s"]), float(ln["end_s"])) for ln in prepared.lines
+             if character and ln.get("character") == character
+             and ln.get("start_s") is not None and ln.get("end_s") is not None]
+    candidates = max_frames if max_frames is None or not spans else max(max_frames, DEFAULT_MAX_FRAMES)
+    frames = sample(source, 0.0, prepared.duration_s, max_frames=candidates,
                     motion=prepared.scenes.get("motion"), scenes=prepared.scenes.get("scenes"))
-    return sorted(((float(t), bytes(jpeg)) for t, jpeg in frames), key=lambda f: f[0])
+    return frames_for_character([(float(t), bytes(jpeg)) for t, jpeg in frames], max_frames, spans)
 
 
 def character_lines(lines: Sequence[dict[str, Any]], character: str, limit: int = PERSONA_LINES) -> list[str]:
@@ -277,6 +284,6 @@ async def build_profile(
         character=character,
         persona=persona_for(character, persona, prepared),
         summary=await video_summary(prepared, client),
-        frames=video_frames(prepared, max_frames),
+        frames=video_frames(prepared, max_frames, character),
         title=prepared.title,
     )

@@ -40,10 +40,10 @@ from v60k.roleplay.format import (
     RolePlayProfile,
     Turn,
     build_messages,
-    evenly_spaced,
+    frames_for_character,
     persona_text,
 )
-from v60k.roleplay.profiles import CharacterLines, dialogue_profile
+from v60k.roleplay.profiles import CharacterLines, LineSpans, dialogue_profile
 
 DEFAULT_RUBRIC = "eval-rubric-v1"
 
@@ -373,7 +373,7 @@ def load_test_items(
     persona_lines: int = PERSONA_LINES,
 ) -> list[EvalItem]:
     """The split's dialogues (sorted by id, the first ``limit``) as items, rendered as the SFT export renders
-    them (``corpus_profiles.dialogue_profile``): the clip's frames (``evenly_spaced`` to ``max_frames``) and
+    them (``corpus_profiles.dialogue_profile``): the clip's frames (``frames_for_character`` to ``max_frames``) and
     summary, and a persona quoting the character's lines outside the clip."""
     shards = Path(shards)
     rows = sorted(reader.read_rows(shards, "dialogues", split), key=lambda r: r["dialogue_id"])
@@ -389,13 +389,15 @@ def load_test_items(
     videos = {v["video_id"]: v for v in reader.read_rows(shards, "videos", split, ["video_id", "title", "series"],
                                                           filters=[("video_id", "in", video_ids)])}
     lines = CharacterLines.from_shards(shards)
+    spans = LineSpans.from_shards(shards)
     items: list[EvalItem] = []
     for row in rows:
         clip = clips.get(row["clip_id"])
         frames = [(float(t), f["bytes"]) for t, f in zip((clip or {}).get("frame_times_s") or [],
                                                           (clip or {}).get("frames") or [], strict=False)
                   if f and f.get("bytes")]
-        frames = evenly_spaced(sorted(frames, key=lambda f: f[0]), max_frames)
+        character = str(row.get("character") or "").strip()
+        frames = frames_for_character(frames, max_frames, spans.in_clip(row["video_id"], character, clip))
         profile = dialogue_profile(row, clip, videos.get(row["video_id"]), lines, split, frames, persona_lines)
         items += dialogue_items(row["dialogue_id"], [Turn.from_record(t) for t in row["turns"]], profile)
     return items

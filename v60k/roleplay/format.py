@@ -15,7 +15,9 @@
 - turns (``merge_turns``) alternate user / assistant: the character's turns are the assistant's, the others'
   are the user's with the speaker named ("Monica: ..."), consecutive turns of one side joined.
 
-``evenly_spaced`` is the one way frames are thinned out to a budget (the ends kept, temporal order kept).
+``evenly_spaced`` is the one way frames are thinned out to a budget (the ends kept, temporal order kept);
+``frames_for_character`` is the one way a character's conversation chooses its clip's frames: the frame nearest
+each of the character's lines first, the rest evenly over the clip.
 """
 
 from __future__ import annotations
@@ -84,6 +86,33 @@ def evenly_spaced(items: Sequence[T], limit: int | None) -> list[T]:
         return [items[len(items) // 2]]
     step = (len(items) - 1) / (limit - 1)
     return [items[round(i * step)] for i in range(limit)]
+
+
+def frames_for_character(frames: Sequence[tuple[float, T]], limit: int | None,
+                         line_spans: Iterable[tuple[float, float]] = ()) -> list[tuple[float, T]]:
+    """At most ``limit`` of the ``(t_s, image)`` frames for a character whose lines span ``line_spans``
+    (``(start_s, end_s)``): the frame nearest each line (inside it, else closest to it; as many as fit, spread
+    over the lines), then the rest ``evenly_spaced`` over the clip; temporal order. Without line spans it is
+    ``evenly_spaced``, so that a high-motion stretch sampled densely does not crowd out where the character speaks."""
+    ordered = sorted(frames, key=lambda frame: frame[0])
+    if limit is None or len(ordered) <= limit:
+        return ordered
+    if limit <= 0:
+        return []
+    times = [float(t) for t, _ in ordered]
+
+    def nearest(span: tuple[float, float]) -> int:
+        start, end = sorted((float(span[0]), float(span[1])))
+        middle = (start + end) / 2
+        return min(range(len(times)), key=lambda i: (max(start - times[i], times[i] - end, 0.0),
+                                                      abs(times[i] - middle), i))
+
+    spans = sorted((s for s in line_spans if s[0] is not None and s[1] is not None), key=lambda s: (s[0], s[1]))
+    at_lines = evenly_spaced(sorted({nearest(span) for span in spans}), limit)
+    taken = set(at_lines)
+    rest = [i for i in range(len(ordered)) if i not in taken]
+    chosen = sorted([*at_lines, *evenly_spaced(rest, limit - len(at_lines))])
+    return [ordered[i] for i in chosen]
 
 
 @dataclass(frozen=True)

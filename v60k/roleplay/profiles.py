@@ -102,6 +102,28 @@ class CharacterLines:
             ranked.get(split, []) if split != TRAIN_SPLIT else [], limit, keep)
 
 
+@dataclass
+class LineSpans:
+    """Each character's line times per video (the utterances table), to choose the frames where they speak."""
+
+    by_speaker: dict[tuple[str, str], list[tuple[float, float]]] = field(default_factory=dict)
+
+    @classmethod
+    def from_shards(cls, root: str | Path) -> LineSpans:
+        found: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+        for row in reader.iter_rows(root, "utterances", columns=["video_id", "start_s", "end_s", "character"]):
+            if row.get("character") and row.get("start_s") is not None and row.get("end_s") is not None:
+                found[(row["video_id"], row["character"])].append((float(row["start_s"]), float(row["end_s"])))
+        return cls({key: sorted(spans) for key, spans in found.items()})
+
+    def in_clip(self, video_id: str | None, character: str, clip: dict[str, Any] | None) -> list[tuple[float, float]]:
+        """The character's lines overlapping the clip (none without a clip)."""
+        if not clip or not video_id:
+            return []
+        start, end = float(clip.get("start_s") or 0.0), float(clip.get("end_s") or 0.0)
+        return [(s, e) for s, e in self.by_speaker.get((video_id, character), []) if s < end and e > start]
+
+
 def clip_span(dialogue: dict[str, Any], clip: dict[str, Any] | None) -> ClipSpan:
     clip = clip or {}
     return ClipSpan(dialogue.get("clip_id"), dialogue.get("video_id"), float(clip.get("start_s") or 0.0),

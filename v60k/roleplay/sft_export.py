@@ -3,7 +3,8 @@
 One conversation per dialogue row, rendered by the role-play format (``v60k.roleplay.format``) exactly
 as ``v60k chat`` and ``v60k eval`` ask a model: the system prompt of ``roleplay-v1`` with the character's persona
 (``v60k.roleplay.personas``: their lines outside the conversation's clip) and the clip's summary; the clip's
-frames in temporal order, each labelled with its time, opening the first user turn; then user / assistant
+frames in temporal order (``--max-frames``: those where the character speaks first, the rest evenly over the
+clip), each labelled with its time, opening the first user turn; then user / assistant
 alternate, the assistant turns being the character's lines (a trailing user turn is dropped).
 
 Outputs under OUT: ``images/<clip_id>/<NN>_<t_ms>.jpg`` (each clip's frames once), ``llamafactory/<split>.json``
@@ -30,10 +31,10 @@ from v60k.roleplay.format import (
     PERSONA_LINES,
     Conversation,
     Turn,
-    evenly_spaced,
+    frames_for_character,
     persona_text,
 )
-from v60k.roleplay.profiles import CharacterLines, dialogue_profile
+from v60k.roleplay.profiles import CharacterLines, LineSpans, dialogue_profile
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ExportError(V60kError, RuntimeError):
 
 @dataclass
 class ExportSettings:
-    max_frames: int | None = None  # keep at most this many of a clip's frames (evenly in time); None = all
+    max_frames: int | None = None  # at most this many of a clip's frames (``frames_for_character``); None = all
     persona_lines: int = PERSONA_LINES  # characteristic lines in the persona
     include_frames: bool = True  # False: text-only export even when the shards have frames
     dataset_prefix: str = DATASET_PREFIX
@@ -147,7 +148,7 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
             "the shards have no frames (clips table missing or frames empty): the export is text-only; "
             "text-only training still works, without the dynamic profile"
         )
-    images = _ClipImages(root, out, settings, summary) if not summary.text_only else None
+    images = _ClipImages(root, out, settings, summary, _speakers(root, clips)) if not summary.text_only else None
     if images is not None and images.kept == 0:
         summary.text_only = True
         summary.note(
@@ -175,7 +176,7 @@ def export_sft(shards: str | Path, out: str | Path, settings: ExportSettings | N
             clip = clips.get(row.get("clip_id") or "")
             if clip is None:
                 summary.note(f"{split}: some dialogues name a clip the clips table lacks: no summary or frames")
-            frames = images.frames(clip["clip_id"]) if images and clip else []
+            frames = images.frames(clip["clip_id"], character) if images and clip else []
             profile = dialogue_profile(row, clip, videos.get(row.get("video_id")), lines, split, frames,
                                        settings.persona_lines)
             if profile.persona == persona_text(character, profile.title):
@@ -241,19 +242,26 @@ def _clip_meta(root: Path) -> dict[str, dict[str, Any]]:
 
 
 class _ClipImages:
-    """Writes each clip's decodable frames once, in temporal order, and remembers their (time, path relative to
-    OUT)."""
+    """Writes the frames each clip's conversations use once, in temporal order, and remembers per (clip,
+    character) their (time, path relative to OUT): ``frames_for_character`` with the character's lines in the
+    clip, as eval and chat choose them."""
 
-    def __init__(self, root: Path, out: Path, settings: ExportSettings, summary: ExportSummary):
-        self.by_clip: dict[str, list[tuple[float, str]]] = {}
+    def __init__(self, root: Path, out: Path, settings: ExportSettings, summary: ExportSummary,
+                 speakers: dict[str, dict[str, list[tuple[float, float]]]]):
+        self.by_clip: dict[str, dict[str, list[tuple[float, str]]]] = {}
+        self.files: dict[str, int] = {}
         self.kept = 0
         bad = empty = 0
         for row in reader.iter_rows(root, "clips", columns=["clip_id", "frame_times_s", "frames"]):
             times = list(row.get("frame_times_s") or [])
             frames = list(row.get("frames") or [])
             pairs = sorted(zip(times, frames, strict=False), key=lambda p: p[0] if p[0] is not None else 0.0)
-            kept: list[tuple[float, str]] = []
-            for t_s, frame in evenly_spaced(pairs, settings.max_frames):
+            indexed = [(float(t_s or 0.0), index) for index, (t_s, _) in enumerate(pairs)]
+            picks = {character: [index for _, index in frames_for_character(indexed, settings.max_frames, spans)]
+                     for character, spans in (speakers.get(row["clip_id"]) or {"": []}).items()}
+            written: dict[int, tuple[float, str]] = {}
+            for index in sorted({index for chosen in picks.values() for index in chosen}):
+                t_s, frame = pairs[index]
                 data = (frame or {}).get("bytes") if isinstance(frame, dict) else None
                 if not data:
                     empty += 1
@@ -261,11 +269,13 @@ class _ClipImages:
                 if _decodable(data):
                     bad += 1
                     continue
-                rel = f"images/{row['clip_id']}/{_frame_name(len(kept), t_s)}"
+                rel = f"images/{row['clip_id']}/{_frame_name(len(written), t_s)}"
                 write_bytes(out / rel, data)
-                kept.append((float(t_s or 0.0), rel))
-            self.by_clip[row["clip_id"]] = kept
-            self.kept += len(kept)
+                written[index] = (float(t_s or 0.0), rel)
+            self.by_clip[row["clip_id"]] = {character: [written[i] for i in chosen if i in written]
+                                            for character, chosen in picks.items()}
+            self.files[row["clip_id"]] = len(written)
+            self.kept += len(written)
         if empty and self.kept:
             summary.note(f"{empty} frame(s) hold no image bytes and were left out")
         if bad:
@@ -274,8 +284,20 @@ class _ClipImages:
                 "images kept)"
             )
 
-    def frames(self, clip_id: str) -> list[tuple[float, str]]:
-        return self.by_clip.get(clip_id, [])
+    def frames(self, clip_id: str, character: str) -> list[tuple[float, str]]:
+        return self.by_clip.get(clip_id, {}).get(character, [])
 
     def count(self, split: str, clips: dict[str, dict[str, Any]]) -> int:
-        return sum(len(v) for k, v in self.by_clip.items() if clips.get(k, {}).get("split") == split)
+        return sum(n for k, n in self.files.items() if clips.get(k, {}).get("split") == split)
+
+
+def _speakers(root: Path, clips: dict[str, dict[str, Any]]) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Per clip, the characters of its dialogues and their lines' spans in it."""
+    spans = LineSpans.from_shards(root)
+    found: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(dict)
+    for row in reader.iter_rows(root, "dialogues", columns=["clip_id", "video_id", "character"]):
+        character = str(row.get("character") or "").strip()
+        clip = clips.get(row.get("clip_id") or "")
+        if character and clip:
+            found[clip["clip_id"]][character] = spans.in_clip(row.get("video_id"), character, clip)
+    return found

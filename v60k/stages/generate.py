@@ -45,7 +45,7 @@ from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSett
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
-from v60k.roleplay.format import Prompt, evenly_spaced  # the one role-play format, shared with chat and eval
+from v60k.roleplay.format import Prompt, frames_for_character, persona_text  # the one role-play format
 
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
@@ -174,11 +174,13 @@ def raw_line_dialogues(lines: Sequence[dict[str, Any]], character: str, max_turn
     return dialogues
 
 
-def clip_frames(paths: VideoPaths, frames_doc: dict[str, Any] | None, clip_id: str, max_frames: int) -> list[tuple[float, Path]]:
-    """Up to ``max_frames`` of the clip's sampled frames, evenly chosen, in temporal order."""
-    entries = sorted(((frames_doc or {}).get("clips") or {}).get(clip_id) or [], key=lambda f: float(f["t_s"]))
-    entries = evenly_spaced(entries, max_frames if max_frames > 0 else None)
-    return [(float(f["t_s"]), paths.root / f["path"]) for f in entries if (paths.root / f["path"]).exists()]
+def clip_frames(paths: VideoPaths, frames_doc: dict[str, Any] | None, clip_id: str, max_frames: int,
+                line_spans: Sequence[tuple[float, float]] = ()) -> list[tuple[float, Path]]:
+    """Up to ``max_frames`` of the clip's sampled frames in temporal order: the frame nearest each of
+    ``line_spans`` (a character's lines) first, the rest evenly (``frames_for_character``)."""
+    entries = [(float(f["t_s"]), f) for f in ((frames_doc or {}).get("clips") or {}).get(clip_id) or []]
+    entries = frames_for_character(entries, max_frames if max_frames > 0 else None, line_spans)
+    return [(t_s, paths.root / f["path"]) for t_s, f in entries if (paths.root / f["path"]).exists()]
 
 
 def with_images(messages: list[dict[str, Any]], frames: Sequence[tuple[float, Path]], detail: str) -> list[dict[str, Any]]:
@@ -656,7 +658,7 @@ class Generate(Stage):
         threshold: rejected. A judge answer that does not follow the rubric's format leaves the dialogue unscored
         (``judge_problem``)."""
         from v60k.roleplay.evaluate import parse_judgement
-        from v60k.roleplay.profile import RolePlayProfile, Turn
+        from v60k.roleplay.format import RolePlayProfile, Turn
 
         by_id = {c.clip_id: c for c in context.clips}
         judged = [d for d in out["dialogues"] if d["generation_type"] == "llm"]
@@ -710,7 +712,7 @@ class Generate(Stage):
     def _dialogue_messages(self, context: _VideoContext, clip: _Clip, character: str, partner: str | None,
                            number: int, summary: str, persona: str) -> list[dict[str, Any]]:
         prompt = self.dialogue_prompt if partner or self.settings.dialogue_style == "interview" else self.interview_prompt
-        frames = context.frames(clip, self.settings.max_frames)
+        frames = context.frames(clip, self.settings.max_frames, character)
         note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
         values = {"partner": partner} if partner else {}
         messages = prompt.messages(character=character, title=context.title, summary=summary, number=number,
@@ -745,8 +747,14 @@ class _VideoContext:
         lines = [ln for c in self.clips for ln in c.lines]
         return ClipRules(KnownNames(self.cast, transcript_text(lines)), self.language, self.quality)
 
-    def frames(self, clip: _Clip, max_frames: int) -> list[tuple[float, Path]]:
-        return clip_frames(self.video.paths, self.frames_doc, clip.clip_id, max_frames) if self.frames_doc else []
+    def frames(self, clip: _Clip, max_frames: int, character: str | None = None) -> list[tuple[float, Path]]:
+        """The clip's frames for a request; for a character's dialogue, those where the character speaks first."""
+        if not self.frames_doc:
+            return []
+        spans = [(float(ln["start_s"]), float(ln["end_s"])) for ln in clip.attributed
+                 if character and ln["character"] == character and ln.get("start_s") is not None
+                 and ln.get("end_s") is not None]
+        return clip_frames(self.video.paths, self.frames_doc, clip.clip_id, max_frames, spans)
 
     def story_before(self, clip: _Clip) -> str:
         """The earlier clips of the video, a line each: what happens in it (or its first line, with no summary)."""
@@ -771,9 +779,7 @@ def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None
 
 
 def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
-    from v60k.roleplay.profile import default_persona  # it imports this module
-
-    return default_persona(character, title, lines)
+    return persona_text(character, title, lines)
 
 
 def dialogue_text(dialogue: dict[str, Any]) -> str:

@@ -30,8 +30,10 @@ def tiny_jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
 
 def build_workdir(root: str | Path, videos: int = 4, clips_per_video: int = 2, dialogues_per_clip: int = 2,
                   lines_per_clip: int = 4, frames_per_clip: int = 3, series_count: int = 2,
-                  done_stages: tuple[str, ...] = STAGES, jpeg: bytes | None = None) -> WorkDir:
-    """A work dir whose catalog says ``done_stages`` are done for every video, with their files written."""
+                  done_stages: tuple[str, ...] = STAGES, jpeg: bytes | None = None, judged: bool = False) -> WorkDir:
+    """A work dir whose catalog says ``done_stages`` are done for every video, with their files written.
+    ``judged``: each clip's first dialogue carries judge scores (1-10, varying by clip), its second an
+    unreadable judge answer (``judge_scores`` null, ``judge_problem``), the rest none."""
     workdir = WorkDir(root).create()
     clip_len = 30.0
     with Catalog(workdir) as catalog:
@@ -94,6 +96,13 @@ def build_workdir(root: str | Path, videos: int = 4, clips_per_video: int = 2, d
                     dialogues.append({"dialogue_id": f"{clip_id}-d{d:02d}", "clip_id": clip_id, "character": who,
                                       "generation_type": "raw_lines", "generator": "v60k", "prompt_version": None,
                                       "turns": turns})
+                    if judged and d == 0:
+                        base = (v * 3 + c * 2) % 8 + 1  # 1..8: some dialogues pass a >= 7 filter, most do not
+                        scores = {"fluency": base + 2, "tone_consistency": base, "video_text_relevance": base + 1}
+                        dialogues[-1]["judge_scores"] = scores
+                        dialogues[-1]["judge_score"] = round(sum(scores.values()) / len(scores), 3)
+                    elif judged and d == 1:
+                        dialogues[-1].update(judge_scores=None, judge_problem="no valid score")
             speakers = {f"SPEAKER_{i:02d}": {"character": cast[i], "confidence": 0.9 - 0.1 * i, "evidence": {}}
                         for i in range(2)}
             write_json(paths.transcript_json, {"backend": "synthetic", "language": "en", "duration_s": duration,
