@@ -656,7 +656,7 @@ class Generate(Stage):
         threshold: rejected. A judge answer that does not follow the rubric's format leaves the dialogue unscored
         (``judge_problem``)."""
         from v60k.roleplay.evaluate import parse_judgement
-        from v60k.roleplay.profile import RolePlayProfile, Turn
+        from v60k.roleplay.format import RolePlayProfile, Turn
 
         by_id = {c.clip_id: c for c in context.clips}
         judged = [d for d in out["dialogues"] if d["generation_type"] == "llm"]
@@ -771,9 +771,9 @@ def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None
 
 
 def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
-    from v60k.roleplay.profile import default_persona  # it imports this module
+    from v60k.roleplay.format import persona_text
 
-    return default_persona(character, title, lines)
+    return persona_text(character, title, lines)
 
 
 def dialogue_text(dialogue: dict[str, Any]) -> str:
