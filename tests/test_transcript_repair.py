@@ -254,3 +254,17 @@ def test_three_short_lines_with_the_same_words_are_kept_and_a_fourth_is_dropped(
     kept = apply_guards(transcript, audio, GuardSettings(), regions=[(0.0, 8.0)])
     assert [s.text for s in kept.segments] == ["Hello?", "Hello?", "Hello."]
     assert [d["reason"] for d in kept.dropped] == ["repetition"]
+
+
+def test_a_line_the_decoder_gave_no_duration_gets_a_short_one() -> None:
+    """faster-whisper can time a lone word start == end; as its own line it would be an utterance that ends
+    where it starts (the shard validator refuses those)."""
+    from v60k.backends.asr import Segment, Word
+    from v60k.backends.asr.splitting import split_segments
+
+    words = [Word("Go", 1.0, 1.3, 0.9), Word("to", 1.35, 1.5, 0.9), Word("town.", 17.85, 17.85, 0.9)]
+    segment = Segment(start_s=1.0, end_s=17.85, text="Go to town.", words=words)
+    lines = split_segments([segment], speech=[(0.9, 1.6), (17.7, 18.0)])
+    assert [line.text.strip() for line in lines] == ["Go to", "town."]
+    assert all(line.end_s > line.start_s for line in lines)
+    assert all(w.end_s >= w.start_s for line in lines for w in line.words)

@@ -16,6 +16,7 @@ class SplitSettings:
     max_word_gap_s: float = 0.6  # a silence this long between two words ends a line
     min_pause_s: float = 0.5  # a VAD pause this long between two words' midpoints ends a line
     max_segment_s: float = 8.0  # a longer line is cut at its widest gap between words
+    min_line_s: float = 0.1  # a line the decoder gave no duration (one word, start == end) is given this much
 
 
 def pauses_between(speech: list[Span], min_pause_s: float) -> list[Span]:
@@ -69,4 +70,16 @@ def split_segments(segments: list[Segment], speech: list[Span], settings: SplitS
     """Every segment split into lines (``speech``: the VAD's speech regions, whose pauses end lines too)."""
     settings = settings or SplitSettings()
     pauses = pauses_between(speech, settings.min_pause_s)
-    return [line for segment in segments for line in split_segment(segment, pauses, settings)]
+    lines = [line for segment in segments for line in split_segment(segment, pauses, settings)]
+    return [_with_duration(line, settings.min_line_s) for line in lines]
+
+
+def _with_duration(line: Segment, min_line_s: float) -> Segment:
+    """``line`` with an end after its start: a word timed ``start == end`` (it happens) still takes some time,
+    and a line of no duration is no utterance."""
+    if line.end_s > line.start_s:
+        return line
+    line.end_s = line.start_s + min_line_s
+    for word in line.words:
+        word.end_s = max(word.end_s, min(word.start_s + min_line_s, line.end_s))
+    return line
