@@ -41,6 +41,7 @@ class EmbeddingDiarizer:
         cast_hint_distance: float = 0.30,
         min_speaker_windows: int = 3,
         frame_s: float = 0.1,
+        overlap_margin: float = 0.1,
         max_speakers: int = 8,
         threads: int = 1,
     ):
@@ -53,6 +54,7 @@ class EmbeddingDiarizer:
         self.cast_hint_distance = cast_hint_distance
         self.min_speaker_windows = min_speaker_windows
         self.frame_s = frame_s
+        self.overlap_margin = overlap_margin
         self.max_speakers = max_speakers
         self.threads = threads
         self._encoder: Any = None
@@ -73,7 +75,7 @@ class EmbeddingDiarizer:
 
     def identity(self) -> dict[str, Any]:
         return {"encoder": "resemblyzer-0.1.4 bundled VoiceEncoder", "vad": "silero (faster-whisper)",
-                "algorithm": "2"}
+                "algorithm": "3"}
 
     # ---- the pipeline -------------------------------------------------------------------------
     def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
@@ -98,11 +100,13 @@ class EmbeddingDiarizer:
         labels, rule = self._cluster(embeddings, hint)
         centroids = _centroids(embeddings, labels)
         centres_s = np.array([start + size / 2 for start, size in windows]) * MEL_HOP_S
-        turns = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T, self.frame_s)
+        turns, overlap = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T,
+                                   self.frame_s, self.overlap_margin)
         used = sorted({int(t.speaker.removeprefix("SPEAKER_")) for t in turns})
-        details.update(windows=len(windows), count_rule=rule)
+        details.update(windows=len(windows), count_rule=rule,
+                       overlap_s=round(sum(t.end_s - t.start_s for t in overlap), 3))
         return DiarizationResult(turns, {speaker_label(k): [round(float(v), 5) for v in centroids[k]] for k in used},
-                                 self.name, "resemblyzer", details)
+                                 self.name, "resemblyzer", details, overlap)
 
     def _mel(self, audio: np.ndarray) -> np.ndarray:
         from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
@@ -213,14 +217,18 @@ def absorb_small(labels: np.ndarray, emb: np.ndarray, min_windows: int) -> np.nd
 
 
 def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_s: float,
-              similarity: np.ndarray, frame_s: float) -> list[Turn]:
+              similarity: np.ndarray, frame_s: float, overlap_margin: float = 0.0,
+              overlap_reach_s: float = 1.0) -> tuple[list[Turn], list[Turn]]:
     """Every ``frame_s`` of each region takes the speaker whose centroid the windows covering it resemble most
     on average (``similarity``: windows x speakers; the nearest window where none covers it); runs of one
-    speaker become turns."""
-    turns: list[Turn] = []
+    speaker become turns. Overlapped speech: a frame whose second-best speaker scores within ``overlap_margin``
+    of the best, and is the best speaker of a frame within ``overlap_reach_s`` in the same region (a change of
+    speaker nearby), has that speaker too. Returns the exclusive turns and those second-speaker turns."""
     order = np.argsort(centres_s)
     centres_sorted = centres_s[order]
-    for a, b in regions:
+    frames: list[tuple[int, float, float]] = []
+    scores = []
+    for index, (a, b) in enumerate(regions):
         edges = np.append(np.arange(a, b, frame_s), b)
         for start, end in zip(edges[:-1], edges[1:]):
             if end - start < 1e-6:
@@ -229,11 +237,37 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
             low, high = np.searchsorted(centres_sorted, [middle - window_s / 2, middle + window_s / 2])
             covering = order[low:high] if high > low else [order[int(np.argmin(np.abs(centres_sorted - middle)))]]
             weights = 1.0 - np.abs(centres_s[covering] - middle) / window_s  # nearer windows count more
-            speaker = speaker_label(int(np.argmax(weights @ similarity[covering])))
-            if turns and turns[-1].speaker == speaker and abs(turns[-1].end_s - start) < 1e-6:
-                turns[-1].end_s = float(end)
-            else:
-                turns.append(Turn(float(start), float(end), speaker))
+            frames.append((index, float(start), float(end)))
+            scores.append(weights @ similarity[covering] / max(float(weights.sum()), 1e-9))
+    if not frames:
+        return [], []
+    score = np.stack(scores)
+    best = score.argmax(axis=1)
+    second: list[int | None] = [None] * len(frames)
+    if overlap_margin > 0 and score.shape[1] > 1:
+        reach = max(1, int(round(overlap_reach_s / frame_s)))
+        runner_up = np.argsort(score, axis=1)[:, -2]
+        for i, (region, _, _) in enumerate(frames):
+            other = int(runner_up[i])
+            if score[i, best[i]] - score[i, other] >= overlap_margin:
+                continue
+            near = range(max(0, i - reach), min(len(frames), i + reach + 1))
+            if any(frames[j][0] == region and best[j] == other for j in near):
+                second[i] = other
+    return _runs(frames, list(best)), _runs(frames, second)
+
+
+def _runs(frames: list[tuple[int, float, float]], speakers: list[Any]) -> list[Turn]:
+    """Adjacent frames of one speaker joined into turns (frames whose speaker is None are skipped)."""
+    turns: list[Turn] = []
+    for (_, start, end), index in zip(frames, speakers):
+        if index is None:
+            continue
+        speaker = speaker_label(int(index))
+        if turns and turns[-1].speaker == speaker and abs(turns[-1].end_s - start) < 1e-6:
+            turns[-1].end_s = end
+        else:
+            turns.append(Turn(start, end, speaker))
     return turns
 
 
