@@ -53,6 +53,8 @@ class DiarizeSettings(StageSettings):
     window_s: float = Field(1.5, ge=0.5, le=3.0, description="speaker-embedding window")
     hop_s: float = Field(0.75, gt=0, description="step between embedding windows")
     cluster_distance: float = Field(0.35, gt=0, lt=2, description="average cosine distance between speakers")
+    overlap_margin: float = Field(0.1, ge=0, lt=1, description="a second speaker within this score of the best, "
+                                  "next to a change of speaker, speaks too (0: exclusive turns only)")
     threads: int = Field(1, ge=1)
     # pyannote backend (the Hub token comes from HF_TOKEN in the environment, never from the config)
     model: str = "pyannote/speaker-diarization-community-1"
@@ -85,7 +87,8 @@ class Diarize(Stage):
         if s.backend == "pyannote":
             return make_backend("pyannote", model=s.model, revision=s.revision, device=s.device)
         return make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
-                            cluster_distance=s.cluster_distance, threads=s.threads)
+                            cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
+                            threads=s.threads)
 
     @property
     def backend(self) -> DiarizationBackend:
@@ -248,7 +251,8 @@ def split_lines_by_speaker(segments: list[dict[str, Any]], turns: list[Turn]) ->
 
 def diarization_document(result: DiarizationResult, lines: list[dict[str, Any]]) -> dict[str, Any]:
     totals: dict[str, float] = {}
-    for turn in result.turns:
+    turns = sorted(result.turns + result.overlap, key=lambda t: (t.start_s, t.end_s))  # overlapped speech: two
+    for turn in turns:
         totals[turn.speaker] = totals.get(turn.speaker, 0.0) + (turn.end_s - turn.start_s)
     speakers = {label: {"total_s": round(totals.get(label, 0.0), 3), "embedding": result.embeddings.get(label)}
                 for label in sorted(set(totals) | set(result.embeddings))}
@@ -256,7 +260,7 @@ def diarization_document(result: DiarizationResult, lines: list[dict[str, Any]])
         "backend": result.backend,
         "model": result.model,
         "num_speakers": len(totals),
-        "turns": [t.to_dict() for t in result.turns],
+        "turns": [t.to_dict() for t in turns],
         "speakers": speakers,
         "lines": lines,
         "details": result.details,

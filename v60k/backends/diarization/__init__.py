@@ -4,8 +4,9 @@
   average-linkage clustering cut at a cosine distance (the count comes from the data) → frame resegmentation.
 - ``pyannote`` (production, GPU): the pyannote.audio 4 pipeline (``speaker-diarization-community-1`` by default).
 
-Both return a ``DiarizationResult``: exclusive (non-overlapping) turns and, per speaker, a mean embedding when
-the backend has one. Heavy libraries are imported inside the adapters only.
+Both return a ``DiarizationResult``: exclusive (non-overlapping) turns (words are assigned to them), a second
+speaker's turns where two speak at once (``overlap``; the embeddings backend), and, per speaker, a mean
+embedding when the backend has one. Heavy libraries are imported inside the adapters only.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class DiarizationResult:
     backend: str = ""
     model: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    overlap: list[Turn] = field(default_factory=list)  # a second speaker where two speak at once
 
     @property
     def speakers(self) -> list[str]:
@@ -83,7 +85,8 @@ def relabel_by_first_turn(result: DiarizationResult) -> DiarizationResult:
     mapping = {old: speaker_label(i) for i, old in enumerate(order)}
     turns = [Turn(t.start_s, t.end_s, mapping[t.speaker]) for t in sorted(result.turns, key=lambda t: t.start_s)]
     embeddings = {mapping[k]: v for k, v in result.embeddings.items() if k in mapping}
-    return DiarizationResult(turns, embeddings, result.backend, result.model, result.details)
+    overlap = [Turn(t.start_s, t.end_s, mapping[t.speaker]) for t in result.overlap if t.speaker in mapping]
+    return DiarizationResult(turns, embeddings, result.backend, result.model, result.details, overlap)
 
 
 def make_backend(name: str, **options: Any) -> DiarizationBackend:

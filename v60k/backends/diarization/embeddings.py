@@ -35,24 +35,28 @@ class EmbeddingDiarizer:
         vad_threshold: float = 0.2,
         min_silence_s: float = 0.1,
         min_speech_s: float = 0.15,
+        speech_pad_s: float = 0.1,
         window_s: float = 1.5,
         hop_s: float = 0.75,
         cluster_distance: float = 0.35,
         cast_hint_distance: float = 0.30,
         min_speaker_windows: int = 3,
         frame_s: float = 0.1,
+        overlap_margin: float = 0.1,
         max_speakers: int = 8,
         threads: int = 1,
     ):
         self.vad_threshold = vad_threshold
         self.min_silence_s = min_silence_s
         self.min_speech_s = min_speech_s
+        self.speech_pad_s = speech_pad_s
         self.window_frames = int(round(window_s / MEL_HOP_S))
         self.hop_s = hop_s
         self.cluster_distance = cluster_distance
         self.cast_hint_distance = cast_hint_distance
         self.min_speaker_windows = min_speaker_windows
         self.frame_s = frame_s
+        self.overlap_margin = overlap_margin
         self.max_speakers = max_speakers
         self.threads = threads
         self._encoder: Any = None
@@ -73,7 +77,7 @@ class EmbeddingDiarizer:
 
     def identity(self) -> dict[str, Any]:
         return {"encoder": "resemblyzer-0.1.4 bundled VoiceEncoder", "vad": "silero (faster-whisper)",
-                "algorithm": "2"}
+                "algorithm": "4"}
 
     # ---- the pipeline -------------------------------------------------------------------------
     def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
@@ -86,7 +90,7 @@ class EmbeddingDiarizer:
             import librosa
 
             audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
-        regions = speech_regions(audio, self.vad_threshold, self.min_silence_s, self.min_speech_s)
+        regions = speech_regions(audio, self.vad_threshold, self.min_silence_s, self.min_speech_s, self.speech_pad_s)
         speech_s = sum(b - a for a, b in regions)
         details: dict[str, Any] = {"speech_s": round(speech_s, 3)}
         if not regions:
@@ -98,11 +102,13 @@ class EmbeddingDiarizer:
         labels, rule = self._cluster(embeddings, hint)
         centroids = _centroids(embeddings, labels)
         centres_s = np.array([start + size / 2 for start, size in windows]) * MEL_HOP_S
-        turns = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T, self.frame_s)
+        turns, overlap = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T,
+                                   self.frame_s, self.overlap_margin)
         used = sorted({int(t.speaker.removeprefix("SPEAKER_")) for t in turns})
-        details.update(windows=len(windows), count_rule=rule)
+        details.update(windows=len(windows), count_rule=rule,
+                       overlap_s=round(sum(t.end_s - t.start_s for t in overlap), 3))
         return DiarizationResult(turns, {speaker_label(k): [round(float(v), 5) for v in centroids[k]] for k in used},
-                                 self.name, "resemblyzer", details)
+                                 self.name, "resemblyzer", details, overlap)
 
     def _mel(self, audio: np.ndarray) -> np.ndarray:
         from resemblyzer.audio import normalize_volume, wav_to_mel_spectrogram
@@ -170,13 +176,14 @@ class EmbeddingDiarizer:
 
 # ---- signal helpers (module level: the benchmarks and tests use them) ----------------------------
 def speech_regions(audio: np.ndarray, threshold: float = 0.2, min_silence_s: float = 0.1,
-                   min_speech_s: float = 0.15) -> list[tuple[float, float]]:
-    """Silero VAD (the ONNX model faster-whisper ships) → speech regions in seconds. A low ``threshold`` keeps
-    far-field and telephone-band speech that the usual 0.5 misses (a quarter of AMI's speech)."""
+                   min_speech_s: float = 0.15, pad_s: float = 0.1) -> list[tuple[float, float]]:
+    """Silero VAD (the ONNX model faster-whisper ships) → speech regions in seconds, each widened by ``pad_s``.
+    A low ``threshold`` keeps far-field and telephone-band speech that the usual 0.5 misses (a quarter of AMI's
+    speech); 0.1 s of padding keeps the soft starts and ends of words that Silero cuts off."""
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
     options = VadOptions(threshold=threshold, min_silence_duration_ms=int(min_silence_s * 1000),
-                         min_speech_duration_ms=int(min_speech_s * 1000), speech_pad_ms=30)
+                         min_speech_duration_ms=int(min_speech_s * 1000), speech_pad_ms=int(pad_s * 1000))
     return [(round(r["start"] / SAMPLE_RATE, 3), round(r["end"] / SAMPLE_RATE, 3))
             for r in get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)]
 
@@ -213,14 +220,18 @@ def absorb_small(labels: np.ndarray, emb: np.ndarray, min_windows: int) -> np.nd
 
 
 def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_s: float,
-              similarity: np.ndarray, frame_s: float) -> list[Turn]:
+              similarity: np.ndarray, frame_s: float, overlap_margin: float = 0.0,
+              overlap_reach_s: float = 1.0) -> tuple[list[Turn], list[Turn]]:
     """Every ``frame_s`` of each region takes the speaker whose centroid the windows covering it resemble most
     on average (``similarity``: windows x speakers; the nearest window where none covers it); runs of one
-    speaker become turns."""
-    turns: list[Turn] = []
+    speaker become turns. Overlapped speech: a frame whose second-best speaker scores within ``overlap_margin``
+    of the best, and is the best speaker of a frame within ``overlap_reach_s`` in the same region (a change of
+    speaker nearby), has that speaker too. Returns the exclusive turns and those second-speaker turns."""
     order = np.argsort(centres_s)
     centres_sorted = centres_s[order]
-    for a, b in regions:
+    frames: list[tuple[int, float, float]] = []
+    scores = []
+    for index, (a, b) in enumerate(regions):
         edges = np.append(np.arange(a, b, frame_s), b)
         for start, end in zip(edges[:-1], edges[1:]):
             if end - start < 1e-6:
@@ -229,11 +240,37 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
             low, high = np.searchsorted(centres_sorted, [middle - window_s / 2, middle + window_s / 2])
             covering = order[low:high] if high > low else [order[int(np.argmin(np.abs(centres_sorted - middle)))]]
             weights = 1.0 - np.abs(centres_s[covering] - middle) / window_s  # nearer windows count more
-            speaker = speaker_label(int(np.argmax(weights @ similarity[covering])))
-            if turns and turns[-1].speaker == speaker and abs(turns[-1].end_s - start) < 1e-6:
-                turns[-1].end_s = float(end)
-            else:
-                turns.append(Turn(float(start), float(end), speaker))
+            frames.append((index, float(start), float(end)))
+            scores.append(weights @ similarity[covering] / max(float(weights.sum()), 1e-9))
+    if not frames:
+        return [], []
+    score = np.stack(scores)
+    best = score.argmax(axis=1)
+    second: list[int | None] = [None] * len(frames)
+    if overlap_margin > 0 and score.shape[1] > 1:
+        reach = max(1, int(round(overlap_reach_s / frame_s)))
+        runner_up = np.argsort(score, axis=1)[:, -2]
+        for i, (region, _, _) in enumerate(frames):
+            other = int(runner_up[i])
+            if score[i, best[i]] - score[i, other] >= overlap_margin:
+                continue
+            near = range(max(0, i - reach), min(len(frames), i + reach + 1))
+            if any(frames[j][0] == region and best[j] == other for j in near):
+                second[i] = other
+    return _runs(frames, list(best)), _runs(frames, second)
+
+
+def _runs(frames: list[tuple[int, float, float]], speakers: list[Any]) -> list[Turn]:
+    """Adjacent frames of one speaker joined into turns (frames whose speaker is None are skipped)."""
+    turns: list[Turn] = []
+    for (_, start, end), index in zip(frames, speakers):
+        if index is None:
+            continue
+        speaker = speaker_label(int(index))
+        if turns and turns[-1].speaker == speaker and abs(turns[-1].end_s - start) < 1e-6:
+            turns[-1].end_s = end
+        else:
+            turns.append(Turn(start, end, speaker))
     return turns
 
 
