@@ -217,15 +217,15 @@ def test_bad_input_gets_a_clear_error_class(media: dict[str, Any], tmp_path: Pat
         assert (outcome.state, outcome.error_class) == ("failed", expected), outcome.error_message
 
 
-def test_audio_only_and_missing_source(tmp_path: Path) -> None:
+def test_audio_only_and_missing_source_have_their_one_name(tmp_path: Path) -> None:
     audio = tmp_path / "speech.m4a"
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", audio)
     outcome = run_one(_stage(tmp_path), _video(tmp_path, audio))
-    assert (outcome.state, outcome.error_class) == ("failed", "no_video_stream")
+    assert (outcome.state, outcome.error_class) == ("failed", "not_a_video")
     empty_dir = tmp_path / "videos" / "nothing"
     empty_dir.mkdir(parents=True)
     missing = run_one(_stage(tmp_path), Video(video_id="nothing", source_url="https://example.org/x", dir=empty_dir))
-    assert (missing.state, missing.error_class) == ("failed", "missing_source")
+    assert (missing.state, missing.error_class) == ("failed", "missing_input")
 
 
 def test_pipeline_runs_the_scenes_stage_after_download(media: dict[str, Any], tmp_path: Path) -> None:
