@@ -10,6 +10,8 @@ from v60k.generation.quality import words
 
 NUM_PERM = 64
 SHINGLE_WORDS = 3
+# the permutations of MinHash(num_perm=NUM_PERM, seed=1), drawn once: drawing them per text took most of the time
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=1).permutations
 
 
 def signature(text: str) -> MinHash:
@@ -17,7 +19,7 @@ def signature(text: str) -> MinHash:
     tokens = [w.casefold() for w in words(text)]
     shingles = ({" ".join(tokens[i:i + SHINGLE_WORDS]) for i in range(len(tokens) - SHINGLE_WORDS + 1)}
                 if len(tokens) >= SHINGLE_WORDS else set(tokens))
-    minhash = MinHash(num_perm=NUM_PERM, seed=1)
+    minhash = MinHash(num_perm=NUM_PERM, seed=1, permutations=_PERMUTATIONS)
     minhash.update_batch([s.encode("utf-8") for s in sorted(shingles)])
     return minhash
 
@@ -34,10 +36,18 @@ class NearDuplicates:
         """The id of the most similar earlier text at or above the threshold; None: ``text`` is new and is
         remembered under ``item_id``."""
         minhash = signature(text)
+        match = self.closest(minhash)
+        if match is None:
+            self.remember(item_id, minhash)
+        return match
+
+    def closest(self, minhash: MinHash) -> str | None:
+        """The id of the most similar remembered text at or above the threshold (ties: the smaller id)."""
         scored = [(minhash.jaccard(self._signatures[other]), other) for other in self._lsh.query(minhash)]
         close = sorted(((-score, other) for score, other in scored if score >= self.threshold))
-        if close:
-            return close[0][1]
+        return close[0][1] if close else None
+
+    def remember(self, item_id: str, minhash: MinHash) -> None:
+        """Index ``minhash`` under ``item_id`` (for texts checked with ``closest`` first)."""
         self._lsh.insert(item_id, minhash)
         self._signatures[item_id] = minhash
-        return None
