@@ -78,7 +78,10 @@ class CrossVideoDuplicates:
         """(index, id, text) of a row this pass checks; None for the others."""
         if table == "dialogues" and row.get("generation_type") == CHECKED_TYPE:
             self._order(row["video_id"])
-            index = self._dialogues.setdefault(row.get("character"), NearDuplicates(self.threshold))
+            character = row.get("character")
+            if character not in self._dialogues:
+                self._dialogues[character] = NearDuplicates(self.threshold)
+            index = self._dialogues[character]
             return index, row["dialogue_id"], dialogue_text(row)
         if table == "clips" and row.get("summary_type") == CHECKED_TYPE and row.get("summary"):
             self._order(row["video_id"])

@@ -4,6 +4,8 @@ threshold (the LSH index alone also returns some less similar candidates)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from datasketch import MinHash, MinHashLSH
 
 from v60k.generation.quality import words
@@ -24,12 +26,20 @@ def signature(text: str) -> MinHash:
     return minhash
 
 
+@lru_cache(maxsize=16)
+def _bands(threshold: float) -> tuple[int, int]:
+    """The LSH (bands, rows) datasketch chooses for the threshold: found by numeric integration (milliseconds),
+    so once per threshold rather than per index."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    return lsh.b, lsh.r
+
+
 class NearDuplicates:
     """Texts seen so far; ``first_match`` says which earlier text a new one nearly repeats (or keeps it)."""
 
     def __init__(self, threshold: float = 0.7):
         self.threshold = threshold
-        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        self._lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, params=_bands(threshold))
         self._signatures: dict[str, MinHash] = {}
 
     def first_match(self, item_id: str, text: str) -> str | None:
