@@ -4,6 +4,7 @@ threshold (the LSH index alone also returns some less similar candidates)."""
 
 from __future__ import annotations
 
+import zlib
 from functools import lru_cache
 
 from datasketch import MinHash, MinHashLSH
@@ -12,7 +13,9 @@ from v60k.generation.quality import words
 
 NUM_PERM = 64
 SHINGLE_WORDS = 3
-# the permutations of MinHash(num_perm=NUM_PERM, seed=1), drawn once: drawing them per text took most of the time
+# the permutations of MinHash(num_perm=NUM_PERM, seed=1), drawn once: drawing them per text took most of the time.
+# Shingles are hashed to 32 bits with CRC-32 (C, deterministic) before the permutations, not datasketch's
+# default SHA-1 (a Python call per shingle, most of the rest): signatures are compared only within one process.
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=1).permutations
 
 
@@ -21,7 +24,7 @@ def signature(text: str) -> MinHash:
     tokens = [w.casefold() for w in words(text)]
     shingles = ({" ".join(tokens[i:i + SHINGLE_WORDS]) for i in range(len(tokens) - SHINGLE_WORDS + 1)}
                 if len(tokens) >= SHINGLE_WORDS else set(tokens))
-    minhash = MinHash(num_perm=NUM_PERM, seed=1, permutations=_PERMUTATIONS)
+    minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32, permutations=_PERMUTATIONS)
     minhash.update_batch([s.encode("utf-8") for s in sorted(shingles)])
     return minhash
 
