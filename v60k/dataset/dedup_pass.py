@@ -21,16 +21,11 @@ from typing import Any
 from datasketch import MinHash
 
 from v60k.core.config import OutputSettings
-from v60k.generation.dedup import NearDuplicates, signature
+from v60k.generation.dedup import NearDuplicates, dialogue_text, signature
 
 REASON = "near_duplicate"
 CHECKED_TYPE = "llm"  # the generation type checked; raw_lines / extractive are real lines
 SUMMARY_FIELDS = ("summary", "summary_generator", "summary_type")
-
-
-def dialogue_text(row: dict[str, Any]) -> str:
-    """A dialogue row's turns, one line each (what the generate stage compares)."""
-    return "\n".join(str(t.get("text") or "") for t in row.get("turns") or [])
 
 
 class CrossVideoDuplicates:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import zlib
 from functools import lru_cache
+from typing import Any
 
 from datasketch import MinHash, MinHashLSH
 
@@ -27,6 +28,11 @@ def signature(text: str) -> MinHash:
     minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32, permutations=_PERMUTATIONS)
     minhash.update_batch([s.encode("utf-8") for s in sorted(shingles)])
     return minhash
+
+
+def dialogue_text(dialogue: dict[str, Any]) -> str:
+    """A dialogue's turns, one line each: the text its near-duplicates are found by."""
+    return "\n".join(str(t.get("text") or "") for t in dialogue.get("turns") or [])
 
 
 @lru_cache(maxsize=16)
