@@ -47,6 +47,7 @@ def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, spli
     Example:
       v60k shard --workdir ./v60k-work --out ./corpus
     """
+    from v60k.dataset.dedup_pass import describe_drops
     from v60k.dataset.writer import write_shards
 
     settings = _output_settings(workdir, config_path, sets, {"shard_size_mb": shard_size_mb, "row_group_rows": row_group_rows,
@@ -63,6 +64,8 @@ def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, spli
         click.echo(f"wrote {len(summary.files)} shard(s), {summary.bytes / 1e6:.1f} MB, to {summary.out_dir}")
         for table, counts in sorted(summary.rows.items()):
             click.echo(f"  {table:<11} " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
+        for line in describe_drops(summary):
+            click.echo(line)
         for warning in summary.warnings[:20]:
             click.echo(f"warning: {warning}", err=True)
         if summary.card:

@@ -57,6 +57,9 @@ class OutputSettings(BaseModel):
     license: str | None = None  # Hub license id for the card (default: from the videos' licenses)
     pretty_name: str | None = None
     overwrite: bool = False  # replace a corpus of another work dir, or with an empty one (never foreign files)
+    # LLM dialogues / summaries nearly repeating an earlier video's are dropped (v60k.dataset.dedup_pass)
+    dedup_across_videos: bool = True
+    near_duplicate_threshold: float = Field(default=0.7, gt=0, le=1)  # MinHash Jaccard estimate
 
     @field_validator("splits")
     @classmethod

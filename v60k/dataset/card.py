@@ -144,7 +144,8 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
              f"{stats['attributed_share'] * 100:.1f}%",
              f"- frames: {stats['frames']}",
              "- dialogues by generation type: "
-             + (", ".join(f"{md_text(k)} {v}" for k, v in stats["generation_types"].items()) or "none"), "",
+             + (", ".join(f"{md_text(k)} {v}" for k, v in stats["generation_types"].items()) or "none"),
+             *(f"- {note}" for note in stats.get("notes") or []), "",
              "| table | " + " | ".join(["train", "validation", "test"]) + " |", "|---|---|---|---|"]
     for table in TABLES:
         counts = stats["rows"][table]
@@ -183,10 +184,12 @@ def render_card(stats: dict[str, Any], header: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_card(root: str | Path, license: str | None = None, pretty_name: str | None = None) -> Path:
-    """Write ``root/README.md`` from the shards under ``root/data``."""
+def write_card(root: str | Path, license: str | None = None, pretty_name: str | None = None,
+               notes: list[str] | None = None) -> Path:
+    """Write ``root/README.md`` from the shards under ``root/data``; ``notes``: more statistics lines (what
+    the writer left out, e.g. near-duplicates across videos)."""
     root = Path(root)
-    stats = corpus_stats(root)
+    stats = {**corpus_stats(root), "notes": list(notes or [])}
     text = render_card(stats, card_header(stats, license=license, pretty_name=pretty_name))
     path = root / "README.md"
     tmp = path.with_name(".README.md.tmp")

@@ -33,6 +33,7 @@ from v60k.core.errors import V60kError
 from v60k.core.locks import FileLock, FolderBusy, RunLock
 from v60k.core.stage import Video
 from v60k.core.workdir import VideoPaths, WorkDir, read_json
+from v60k.dataset.dedup_pass import CrossVideoDuplicates
 from v60k.dataset.ownership import (
     CorpusError,
     CorpusRecord,
@@ -66,6 +67,8 @@ class ShardSummary:
     warnings: list[str] = field(default_factory=list)
     card: str | None = None
     validation: Any = None  # ValidationReport when settings.check
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # {"dialogues": {"near_duplicate": n}}
+    near_duplicates: list[dict[str, str]] = field(default_factory=list)  # {kind, id, video_id, reason}
 
     def describe(self) -> str:
         """One line: shard count, size and rows per table."""
@@ -377,12 +380,13 @@ def _write_locked(videos: list[Video], done: dict[str, set[str]], out: Path, set
     summary.warnings += plan.notes
 
     writers: dict[tuple[str, str], _PartWriter] = {}
+    duplicates = CrossVideoDuplicates.from_settings(settings)
     try:
         for video in sorted(videos, key=lambda v: v.video_id):
             split = plan.split_of[video.video_id]
             summary.videos_by_split[split] = summary.videos_by_split.get(split, 0) + 1
             reader = VideoReader(video, done[video.video_id])
-            for table, row in video_rows(reader, split):
+            for table, row in duplicates.rows(video_rows(reader, split)):
                 key = (table, split)
                 if key not in writers:
                     writers[key] = _PartWriter(staging, table, split, settings)
@@ -390,6 +394,7 @@ def _write_locked(videos: list[Video], done: dict[str, set[str]], out: Path, set
             summary.warnings += reader.warnings
         for key in sorted(writers):
             writers[key].close()
+        duplicates.report(summary)
         for table in TABLES:  # an empty table still gets one (empty) shard, so every config loads
             if not any(t == table and w.rows for (t, _), w in writers.items()):
                 empty = _PartWriter(staging, table, next(iter(settings.splits), SPLITS[0]), settings)
@@ -415,7 +420,8 @@ def _write_locked(videos: list[Video], done: dict[str, set[str]], out: Path, set
         if settings.card:
             from v60k.dataset.card import write_card
 
-            write_card(staging, license=settings.license, pretty_name=settings.pretty_name)
+            write_card(staging, license=settings.license, pretty_name=settings.pretty_name,
+                       notes=duplicates.card_lines())
         record.files = {rel: file_facts(staging / rel) for rel in summary.files}
         if settings.card:
             record.files["README.md"] = file_facts(staging / "README.md")

@@ -43,7 +43,7 @@ from v60k.backends.llm import ChatResult, LLMError, LLMSettings
 from v60k.backends.llm.client import ChatRequest
 from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import VideoPaths, read_json, write_json
-from v60k.generation.dedup import NearDuplicates
+from v60k.generation.dedup import NearDuplicates, dialogue_text
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
 from v60k.roleplay.format import Prompt, frames_for_character, persona_text  # the one role-play format
 
@@ -780,10 +780,6 @@ def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None
 
 def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
     return persona_text(character, title, lines)
-
-
-def dialogue_text(dialogue: dict[str, Any]) -> str:
-    return "\n".join(str(t.get("text") or "") for t in dialogue["turns"])
 
 
 def _reject(out: dict[str, Any], kind: str, clip_id: str | None, problem: Problem | None, *,
