@@ -94,6 +94,13 @@ class Info(Document):
     title: str | None = None
     duration: float | None = None
     subtitles: dict[str, Any] = Field(default_factory=dict)
+    license: str | None = None
+    channel: str | None = None
+    uploader: str | None = None
+    upload_date: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 # ---- scenes --------------------------------------------------------------------------------------
@@ -232,6 +239,7 @@ class Line(Part):
     speaker: str | None = None
     character: str | None = None
     confidence: float | None = None
+    words: list[Word] = Field(default_factory=list)
 
 
 class Turn(Part):
@@ -300,14 +308,45 @@ class Frames(Document):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class Summary(Part):
+    """A clip's summary and who wrote it."""
+
+    text: str | None = None
+    generator: str | None = None
+    generation_type: str | None = None
+
+
+class DialogueTurn(Part):
+    role: str | None = None
+    speaker: str | None = None
+    text: str | None = None
+
+
+class Dialogue(Part):
+    """One role-play dialogue of a clip, with the judge's verdict when there is one."""
+
+    dialogue_id: str
+    clip_id: str | None = None
+    character: str | None = None
+    generation_type: str | None = None
+    generator: str | None = None
+    prompt_version: str | None = None
+    turns: list[DialogueTurn] = Field(default_factory=list)
+    judge_scores: dict[str, Any] | None = None
+    judge_score: float | None = None
+    judge_problem: str | None = None
+
+
 class Generation(Document):
     """generation.json: clip summaries, role-play dialogues, usage and per-clip failures."""
 
     name = "generation"
     file_name = "generation.json"
 
-    summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    dialogues: list[dict[str, Any]] = Field(default_factory=list)
+    summaries: dict[str, Summary] = Field(default_factory=dict)
+    personas: dict[str, Any] = Field(default_factory=dict)
+    dialogues: list[Dialogue] = Field(default_factory=list)
+    rejected: list[Any] = Field(default_factory=list)  # each a mapping: kind, clip, reason, ...
     usage: dict[str, float] = Field(default_factory=dict)
     failures: list[dict[str, Any]] = Field(default_factory=list)
 
