@@ -65,6 +65,11 @@ class Document(Part):
         except ValueError as exc:  # not JSON
             raise DocumentError(f"{path.name} is not valid JSON: {exc}") from exc
 
+    @classmethod
+    def load_or_empty(cls: type[D], paths: VideoPaths) -> D:
+        """``load``, or an empty document (every field at its default) when the file does not exist."""
+        return cls.load(paths) if cls.exists(paths) else cls()
+
     def save(self, paths: VideoPaths) -> Path:
         """Write atomically (every field, then the extra ones)."""
         return write_json(self.path(paths), self.model_dump(mode="json"))
