@@ -70,9 +70,10 @@ class Document(Part):
         """``load``, or an empty document (every field at its default) when the file does not exist."""
         return cls.load(paths) if cls.exists(paths) else cls()
 
-    def save(self, paths: VideoPaths) -> Path:
-        """Write atomically (every field, then the extra ones)."""
-        return write_json(self.path(paths), self.model_dump(mode="json"))
+    def save(self, paths: VideoPaths, *, exclude_unset: bool = False) -> Path:
+        """Write atomically (every field, then the extra ones). ``exclude_unset``: only the fields that were
+        given or read (what came from upstream is written back as it came, no defaults added)."""
+        return write_json(self.path(paths), self.model_dump(mode="json", exclude_unset=exclude_unset))
 
 
 D = TypeVar("D", bound=Document)
@@ -99,6 +100,7 @@ class Info(Document):
     title: str | None = None
     duration: float | None = None
     subtitles: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
     license: str | None = None
     channel: str | None = None
     uploader: str | None = None
