@@ -222,6 +222,9 @@ class Segment(Part):
     start_s: float
     end_s: float
     text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
     words: list[Word] = Field(default_factory=list)
 
 
@@ -234,8 +237,12 @@ class Transcript(Document):
     backend: str | None = None
     model: str | None = None
     language: str | None = None
+    language_probability: float | None = None
     duration_s: float | None = None
+    prompted_with_cast: bool | None = None
     segments: list[Segment] = Field(default_factory=list)
+    dropped: list[dict[str, Any]] = Field(default_factory=list)  # each with start_s, end_s and the reason
+    redecoded: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Line(Part):
@@ -262,6 +269,7 @@ class Diarization(Document):
     file_name = "diarization.json"
 
     backend: str | None = None
+    model: str | None = None
     num_speakers: int | None = None
     turns: list[Turn] = Field(default_factory=list)
     speakers: dict[str, dict[str, Any]] = Field(default_factory=dict)
