@@ -327,8 +327,9 @@ class Summary(Part):
     """A clip's summary and who wrote it."""
 
     text: str | None = None
-    generator: str | None = None
     generation_type: str | None = None
+    generator: str | None = None
+    prompt_version: str | None = None
 
 
 class DialogueTurn(Part):
@@ -362,8 +363,9 @@ class Generation(Document):
     personas: dict[str, Any] = Field(default_factory=dict)
     dialogues: list[Dialogue] = Field(default_factory=list)
     rejected: list[Any] = Field(default_factory=list)  # each a mapping: kind, clip, reason, ...
-    usage: dict[str, float] = Field(default_factory=dict)
     failures: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    usage: dict[str, int | float] = Field(default_factory=dict)
 
 
 DOCUMENTS: dict[str, type[Document]] = {
