@@ -237,6 +237,7 @@ def test_llm_arbitration_through_the_shared_endpoint(tmp_path: Path, openai_serv
 
 
 def test_cast_from_subtitle_speaker_prefixes(tmp_path: Path) -> None:
+    from v60k.core.documents import Info
     from v60k.stages.attribute import resolve_cast
 
     video = Video(video_id="v", source_url="file:///v", dir=tmp_path, characters=[])
@@ -245,5 +246,5 @@ def test_cast_from_subtitle_speaker_prefixes(tmp_path: Path) -> None:
         "WEBVTT\n\n00:00.000 --> 00:02.000\nROSS: Hi.\n\n00:02.000 --> 00:04.000\n- Phoebe: Hey!\n", "utf-8")
     write_json(tmp_path / "info.json", {"title": "The One With The Breakfast", "description": "",
                                         "subtitles": {"en": "subs/en.vtt"}})
-    cast, source = resolve_cast(video, tmp_path / "info.json", tmp_path, "Hi. Hey!", limit=12)
+    cast, source = resolve_cast(video, Info.load(video.paths), tmp_path, "Hi. Hey!", limit=12)
     assert (cast, source) == (["Ross", "Phoebe"], "info")

@@ -65,9 +65,15 @@ class Document(Part):
         except ValueError as exc:  # not JSON
             raise DocumentError(f"{path.name} is not valid JSON: {exc}") from exc
 
-    def save(self, paths: VideoPaths) -> Path:
-        """Write atomically (every field, then the extra ones)."""
-        return write_json(self.path(paths), self.model_dump(mode="json"))
+    @classmethod
+    def load_or_empty(cls: type[D], paths: VideoPaths) -> D:
+        """``load``, or an empty document (every field at its default) when the file does not exist."""
+        return cls.load(paths) if cls.exists(paths) else cls()
+
+    def save(self, paths: VideoPaths, *, exclude_unset: bool = False) -> Path:
+        """Write atomically (every field, then the extra ones). ``exclude_unset``: only the fields that were
+        given or read (what came from upstream is written back as it came, no defaults added)."""
+        return write_json(self.path(paths), self.model_dump(mode="json", exclude_unset=exclude_unset))
 
 
 D = TypeVar("D", bound=Document)
@@ -94,6 +100,14 @@ class Info(Document):
     title: str | None = None
     duration: float | None = None
     subtitles: dict[str, Any] = Field(default_factory=dict)
+    description: str | None = None
+    license: str | None = None
+    channel: str | None = None
+    uploader: str | None = None
+    upload_date: str | None = None
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
 
 
 # ---- scenes --------------------------------------------------------------------------------------
@@ -208,6 +222,9 @@ class Segment(Part):
     start_s: float
     end_s: float
     text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    compression_ratio: float | None = None
     words: list[Word] = Field(default_factory=list)
 
 
@@ -220,8 +237,12 @@ class Transcript(Document):
     backend: str | None = None
     model: str | None = None
     language: str | None = None
+    language_probability: float | None = None
     duration_s: float | None = None
+    prompted_with_cast: bool | None = None
     segments: list[Segment] = Field(default_factory=list)
+    dropped: list[dict[str, Any]] = Field(default_factory=list)  # each with start_s, end_s and the reason
+    redecoded: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Line(Part):
@@ -232,6 +253,7 @@ class Line(Part):
     speaker: str | None = None
     character: str | None = None
     confidence: float | None = None
+    words: list[Word] = Field(default_factory=list)
 
 
 class Turn(Part):
@@ -247,6 +269,7 @@ class Diarization(Document):
     file_name = "diarization.json"
 
     backend: str | None = None
+    model: str | None = None
     num_speakers: int | None = None
     turns: list[Turn] = Field(default_factory=list)
     speakers: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -300,16 +323,49 @@ class Frames(Document):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class Summary(Part):
+    """A clip's summary and who wrote it."""
+
+    text: str | None = None
+    generation_type: str | None = None
+    generator: str | None = None
+    prompt_version: str | None = None
+
+
+class DialogueTurn(Part):
+    role: str | None = None
+    speaker: str | None = None
+    text: str | None = None
+
+
+class Dialogue(Part):
+    """One role-play dialogue of a clip, with the judge's verdict when there is one."""
+
+    dialogue_id: str
+    clip_id: str | None = None
+    character: str | None = None
+    generation_type: str | None = None
+    generator: str | None = None
+    prompt_version: str | None = None
+    turns: list[DialogueTurn] = Field(default_factory=list)
+    judge_scores: dict[str, Any] | None = None
+    judge_score: float | None = None
+    judge_problem: str | None = None
+
+
 class Generation(Document):
     """generation.json: clip summaries, role-play dialogues, usage and per-clip failures."""
 
     name = "generation"
     file_name = "generation.json"
 
-    summaries: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    dialogues: list[dict[str, Any]] = Field(default_factory=list)
-    usage: dict[str, float] = Field(default_factory=dict)
+    summaries: dict[str, Summary] = Field(default_factory=dict)
+    personas: dict[str, Any] = Field(default_factory=dict)
+    dialogues: list[Dialogue] = Field(default_factory=list)
+    rejected: list[Any] = Field(default_factory=list)  # each a mapping: kind, clip, reason, ...
     failures: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    usage: dict[str, int | float] = Field(default_factory=dict)
 
 
 DOCUMENTS: dict[str, type[Document]] = {

@@ -23,6 +23,7 @@ from string import Template
 from typing import Any
 
 from v60k.core.catalog import Catalog
+from v60k.core.documents import Generation
 from v60k.core.workdir import WorkDir, atomic_path
 from v60k.dataset import reader
 
@@ -139,10 +140,10 @@ def facts_from_workdir(workdir: WorkDir) -> CorpusFacts:
         folders[video.video_id] = video.dir
         picker.start_video()
         video_reader = VideoReader(video, done[video.video_id])
-        generation = video_reader.load("generate") or {}
-        facts.rejected += [{"video_id": video.video_id, **item} for item in generation.get("rejected") or []
+        generation: Generation = video_reader.load("generate") or Generation()
+        facts.rejected += [{"video_id": video.video_id, **item} for item in generation.rejected
                            if isinstance(item, dict)]
-        scores = {d.get("dialogue_id"): d for d in generation.get("dialogues") or []}
+        scores = {d.dialogue_id: d for d in generation.dialogues}
         for table, row in video_rows(video_reader, split="", include_frames=False):
             counts[table] += 1
             picker.add(table, row)
@@ -151,8 +152,9 @@ def facts_from_workdir(workdir: WorkDir) -> CorpusFacts:
             elif table == "utterances":
                 _add_utterance(facts, row["character"], row["attribution_confidence"])
             elif table == "dialogues":
-                raw = scores.get(row["dialogue_id"]) or {}
-                _add_dialogue(facts, {**row, **{k: raw[k] for k in SCORE_KEYS if k in raw}})
+                raw = scores.get(row["dialogue_id"])
+                judged = raw.model_dump(include=set(SCORE_KEYS), exclude_unset=True) if raw else {}
+                _add_dialogue(facts, {**row, **judged})
     titles = {v.video_id: v.title for v in videos}
     for picked in picker.clips.values():
         clip = picked["clip"]

@@ -29,10 +29,23 @@ import pyarrow.parquet as pq
 
 from v60k.core.catalog import Catalog
 from v60k.core.config import OutputSettings  # the config's output section, checked when the config is loaded
+from v60k.core.documents import (
+    Clips,
+    Diarization,
+    DocumentError,
+    Frames,
+    Generation,
+    Info,
+    Line,
+    Lines,
+    Scenes,
+    Summary,
+    Transcript,
+)
 from v60k.core.errors import V60kError
 from v60k.core.locks import FileLock, FolderBusy, RunLock
 from v60k.core.stage import Video
-from v60k.core.workdir import VideoPaths, WorkDir, read_json
+from v60k.core.workdir import VideoPaths, WorkDir
 from v60k.dataset.dedup_pass import CrossVideoDuplicates
 from v60k.dataset.ownership import (
     CorpusError,
@@ -85,12 +98,13 @@ class ShardSummary:
 # ------------------------------------------------------------------------------------------ reading
 
 
-# stage -> the VideoPaths property of the document it writes (derived from the stage registry)
+# stage -> the document it writes, and that document's VideoPaths property (derived from the stage registry)
+STAGE_DOCUMENTS = Derived(stage_documents)
 STAGE_FILES = Derived(lambda: {stage: doc.paths_attribute() for stage, doc in stage_documents().items()})
 
 
 class VideoReader:
-    """One video's documented JSON files, each used only when its stage is ``done`` in the catalog."""
+    """One video's documents, each used only when its stage is ``done`` in the catalog."""
 
     def __init__(self, video: Video, done_stages: set[str]):
         self.video = video
@@ -99,15 +113,17 @@ class VideoReader:
         self.warnings: list[str] = []
 
     def load(self, stage: str) -> Any:
+        """The document ``stage`` wrote (its model), or None when the stage is not done or the file is unusable."""
         if stage not in self.done:
             return None
-        path = getattr(self.paths, STAGE_FILES[stage])
+        kind = STAGE_DOCUMENTS[stage]
         try:
-            return read_json(path)
-        except FileNotFoundError:
-            self.warnings.append(f"{self.video.video_id}: {stage} is done but {path.name} is missing")
-        except ValueError as exc:
-            self.warnings.append(f"{self.video.video_id}: {path.name} is not valid JSON ({exc})")
+            return kind.load(self.paths)
+        except DocumentError as exc:
+            if not kind.exists(self.paths):
+                self.warnings.append(f"{self.video.video_id}: {stage} is done but {kind.file_name} is missing")
+            else:
+                self.warnings.append(f"{self.video.video_id}: {exc}")
         return None
 
 
@@ -115,120 +131,123 @@ def video_rows(reader: VideoReader, split: str, include_frames: bool = True) -> 
     """(table, row) pairs of one video, in a fixed order: the video, its utterances, clips, dialogues."""
     video = reader.video
     vid = video.video_id
-    info = reader.load("download") or {}
-    scenes = reader.load("scenes") or {}
-    stream = scenes.get("stream") or {}
-    lines_doc = reader.load("attribute")
+    info: Info = reader.load("download") or Info()
+    scenes: Scenes | None = reader.load("scenes")
+    lines_doc: Lines | None = reader.load("attribute")
     cast = list(video.characters)
-    for name in (lines_doc or {}).get("cast") or []:
+    for name in lines_doc.cast if lines_doc else []:
         if name not in cast:
             cast.append(name)
-    transcript = reader.load("transcribe")
+    transcript: Transcript | None = reader.load("transcribe")
     yield "videos", {
         "video_id": vid,
         "source_url": video.source_url,
-        "title": video.title or info.get("title"),
+        "title": video.title or info.title,
         "series": video.series,
-        "language": video.language or (transcript or {}).get("language"),
-        "license": video.license or info.get("license"),
-        "channel": info.get("channel") or info.get("uploader"),
-        "upload_date": _str_or_none(info.get("upload_date")),
-        "duration_s": _float_or_none(stream.get("duration_s", info.get("duration"))),
-        "fps": _float_or_none(stream.get("fps", info.get("fps"))),
-        "width": _int_or_none(stream.get("width", info.get("width"))),
-        "height": _int_or_none(stream.get("height", info.get("height"))),
+        "language": video.language or (transcript.language if transcript else None),
+        "license": video.license or info.license,
+        "channel": info.channel or info.uploader,
+        "upload_date": _str_or_none(info.upload_date),
+        "duration_s": _float_or_none(_stream_fact(scenes, "duration_s", info.duration)),
+        "fps": _float_or_none(_stream_fact(scenes, "fps", info.fps)),
+        "width": _int_or_none(_stream_fact(scenes, "width", info.width)),
+        "height": _int_or_none(_stream_fact(scenes, "height", info.height)),
         "characters": cast,
-        "scenes": [{"start_s": float(s["start_s"]), "end_s": float(s["end_s"])} for s in scenes.get("scenes") or []],
+        "scenes": [{"start_s": float(s.start_s), "end_s": float(s.end_s)} for s in (scenes.scenes if scenes else [])],
         "split": split,
     }
 
     utterance_ids: set[str] = set()
     for line in _lines(reader, lines_doc, transcript):
-        utterance_id = f"{vid}-{line['line_id']}"
+        utterance_id = f"{vid}-{line.line_id}"
         utterance_ids.add(utterance_id)
         yield "utterances", {
             "utterance_id": utterance_id,
             "video_id": vid,
-            "line_id": str(line["line_id"]),
-            "start_s": float(line["start_s"]),
-            "end_s": float(line["end_s"]),
-            "text": str(line.get("text") or "").strip(),
-            "speaker": line.get("speaker"),
-            "character": line.get("character"),
-            "attribution_confidence": _float_or_none(line.get("confidence")),
-            "words": [{"text": str(w.get("text", "")), "start_s": float(w["start_s"]), "end_s": float(w["end_s"]),
-                       "probability": _float_or_none(w.get("probability"))} for w in line.get("words") or []],
+            "line_id": str(line.line_id),
+            "start_s": float(line.start_s),
+            "end_s": float(line.end_s),
+            "text": line.text.strip(),
+            "speaker": line.speaker,
+            "character": line.character,
+            "attribution_confidence": _float_or_none(line.confidence),
+            "words": [{"text": w.text, "start_s": float(w.start_s), "end_s": float(w.end_s),  # type: ignore[arg-type]
+                       "probability": _float_or_none(w.probability)} for w in line.words],
             "split": split,
         }
 
-    clips_doc = reader.load("clips") or {}
-    frames_doc = (reader.load("sample") or {}).get("clips") or {}
-    generation = reader.load("generate") or {}
-    summaries = generation.get("summaries") or {}
+    clips_doc: Clips = reader.load("clips") or Clips()
+    frames_doc: Frames = reader.load("sample") or Frames()
+    generation: Generation = reader.load("generate") or Generation()
     clip_ids: set[str] = set()
-    for clip in sorted(clips_doc.get("clips") or [], key=lambda c: (c.get("index", 0), c["clip_id"])):
-        clip_id = clip["clip_id"]
+    for clip in sorted(clips_doc.clips, key=lambda c: (c.index or 0, c.clip_id)):
+        clip_id = clip.clip_id
         clip_ids.add(clip_id)
-        frames = sorted(frames_doc.get(clip_id) or [], key=lambda f: f["t_s"])
         images, times = [], []
-        for frame in frames:
+        for frame in sorted(frames_doc.clips.get(clip_id, []), key=lambda f: f.t_s):
             data = b""
             if include_frames:
                 try:
-                    data = (reader.paths.root / frame["path"]).read_bytes()
+                    data = (reader.paths.root / frame.path).read_bytes()
                 except OSError:
-                    reader.warnings.append(f"{vid}: frame {frame['path']} of {clip_id} is missing; left out")
+                    reader.warnings.append(f"{vid}: frame {frame.path} of {clip_id} is missing; left out")
                     continue
-            images.append({"bytes": data, "path": f"{vid}/{frame['path']}"})
-            times.append(float(frame["t_s"]))
-        summary = summaries.get(clip_id) or {}
+            images.append({"bytes": data, "path": f"{vid}/{frame.path}"})
+            times.append(float(frame.t_s))
+        summary = generation.summaries.get(clip_id, Summary())
         yield "clips", {
             "clip_id": clip_id,
             "video_id": vid,
-            "index": int(clip.get("index", 0)),
-            "start_s": float(clip["start_s"]),
-            "end_s": float(clip["end_s"]),
-            "scene_indices": [int(i) for i in clip.get("scene_indices") or []],
-            "utterance_ids": [f"{vid}-{lid}" for lid in clip.get("line_ids") or [] if f"{vid}-{lid}" in utterance_ids],
+            "index": clip.index or 0,
+            "start_s": float(clip.start_s),
+            "end_s": float(clip.end_s),
+            "scene_indices": list(clip.scene_indices),
+            "utterance_ids": [f"{vid}-{lid}" for lid in clip.line_ids if f"{vid}-{lid}" in utterance_ids],
             "frame_times_s": times,
             "frames": images,
-            "summary": summary.get("text"),
-            "summary_generator": summary.get("generator"),
-            "summary_type": summary.get("generation_type"),
+            "summary": summary.text,
+            "summary_generator": summary.generator,
+            "summary_type": summary.generation_type,
             "split": split,
         }
 
-    for dialogue in sorted(generation.get("dialogues") or [], key=lambda d: d["dialogue_id"]):
-        if dialogue.get("clip_id") not in clip_ids:
-            reader.warnings.append(f"{vid}: dialogue {dialogue.get('dialogue_id')} names an unknown clip; left out")
+    for dialogue in sorted(generation.dialogues, key=lambda d: d.dialogue_id):
+        if dialogue.clip_id not in clip_ids:
+            reader.warnings.append(f"{vid}: dialogue {dialogue.dialogue_id} names an unknown clip; left out")
             continue
         yield "dialogues", {
-            "dialogue_id": dialogue["dialogue_id"],
-            "clip_id": dialogue["clip_id"],
+            "dialogue_id": dialogue.dialogue_id,
+            "clip_id": dialogue.clip_id,
             "video_id": vid,
-            "character": dialogue.get("character"),
-            "generation_type": dialogue.get("generation_type"),
-            "generator": dialogue.get("generator"),
-            "prompt_version": dialogue.get("prompt_version"),
-            "turns": [{"role": t.get("role"), "speaker": t.get("speaker"), "text": t.get("text")}
-                      for t in dialogue.get("turns") or []],
-            "judge_scores": _json_or_none(dialogue.get("judge_scores")),
-            "judge_score": _float_or_none(dialogue.get("judge_score")),
-            "judge_problem": _str_or_none(dialogue.get("judge_problem")),
+            "character": dialogue.character,
+            "generation_type": dialogue.generation_type,
+            "generator": dialogue.generator,
+            "prompt_version": dialogue.prompt_version,
+            "turns": [{"role": t.role, "speaker": t.speaker, "text": t.text} for t in dialogue.turns],
+            "judge_scores": _json_or_none(dialogue.judge_scores),
+            "judge_score": dialogue.judge_score,
+            "judge_problem": dialogue.judge_problem,
             "split": split,
         }
 
 
-def _lines(reader: VideoReader, lines_doc: Any, transcript: Any) -> list[dict[str, Any]]:
+def _stream_fact(scenes: Scenes | None, name: str, fallback: Any) -> Any:
+    """A fact of scenes.json's ``stream`` when the file states it (even as null), else ``fallback`` (info.json's)."""
+    if scenes is None or "stream" not in scenes.model_fields_set or name not in scenes.stream.model_fields_set:
+        return fallback
+    return getattr(scenes.stream, name)
+
+
+def _lines(reader: VideoReader, lines_doc: Lines | None, transcript: Transcript | None) -> list[Line]:
     """The most processed lines there are: attributed, else diarized, else the bare transcript's segments."""
-    if lines_doc and lines_doc.get("lines") is not None:
-        return lines_doc["lines"]
-    diarization = reader.load("diarize")
-    if diarization and diarization.get("lines") is not None:
-        return diarization["lines"]
+    if lines_doc and "lines" in lines_doc.model_fields_set:
+        return lines_doc.lines
+    diarization: Diarization | None = reader.load("diarize")
+    if diarization and "lines" in diarization.model_fields_set:
+        return diarization.lines
     if transcript:
-        return [{**segment, "line_id": f"T{index:04d}", "speaker": None}
-                for index, segment in enumerate(transcript.get("segments") or [])]
+        return [Line(line_id=f"T{index:04d}", start_s=segment.start_s, end_s=segment.end_s, text=segment.text,
+                     words=segment.words) for index, segment in enumerate(transcript.segments)]
     return []
 
 

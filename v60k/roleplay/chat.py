@@ -24,11 +24,12 @@ from urllib.parse import quote
 
 from v60k.core.catalog import Catalog
 from v60k.core.config import PipelineConfig
+from v60k.core.documents import Info, Line, Lines, Scenes
 from v60k.core.errors import V60kError
 from v60k.core.manifest import derive_id, load_manifest
 from v60k.core.progress import Progress
 from v60k.core.stage import Video
-from v60k.core.workdir import VideoPaths, WorkDir, read_json
+from v60k.core.workdir import VideoPaths, WorkDir
 from v60k.roleplay.format import (
     PERSONA_LINES,
     Prompt,
@@ -60,8 +61,8 @@ class PreparedVideo:
     video: Video
     title: str | None
     duration_s: float
-    lines: list[dict[str, Any]]  # attributed lines (lines.json), possibly empty
-    scenes: dict[str, Any] = field(default_factory=dict)  # scenes.json: scenes and the motion profile
+    lines: list[Line]  # attributed lines (lines.json), possibly empty
+    scenes: Scenes = field(default_factory=Scenes)  # scenes.json: scenes and the motion profile
     notes: list[str] = field(default_factory=list)  # stages that were skipped or failed, and why
 
     @property
@@ -136,13 +137,13 @@ def prepare_video(
     notes = [f"{stage} {item.get('state')}: {_explain(item)}" for stage, item in items.items()
              if item.get("state") != "done"]
     paths = workdir.paths(row["video_id"])
-    info = read_json(paths.info_json) if paths.info_json.exists() else {}
-    scenes = read_json(paths.scenes_json) if paths.scenes_json.exists() else {}
-    lines = read_json(paths.lines_json).get("lines", []) if paths.lines_json.exists() else []
-    duration = float(scenes.get("stream", {}).get("duration_s") or info.get("duration") or 0.0)
+    info = Info.load_or_empty(paths)
+    scenes = Scenes.load_or_empty(paths)
+    lines = Lines.load_or_empty(paths).lines
+    duration = float(scenes.stream.duration_s or info.duration or 0.0)
     video_row = Video(video_id=row["video_id"], source_url=row["source_url"], dir=paths.root,
                       characters=list(cast), title=row.get("title"))
-    return PreparedVideo(video_row, row.get("title") or info.get("title"), duration, lines, scenes, notes)
+    return PreparedVideo(video_row, row.get("title") or info.title, duration, lines, scenes, notes)
 
 
 def _explain(item: dict[str, Any]) -> str:
@@ -161,17 +162,16 @@ def video_frames(prepared: PreparedVideo, max_frames: int | None,
     source = prepared.paths.source
     if source is None:
         raise ChatError(f"no downloaded source in {prepared.paths.root}")
-    spans = [(float(ln["start_s"]), float(ln["end_s"])) for ln in prepared.lines
-             if character and ln.get("character") == character
-             and ln.get("start_s") is not None and ln.get("end_s") is not None]
+    spans = [(ln.start_s, ln.end_s) for ln in prepared.lines if character and ln.character == character]
     candidates = max_frames if max_frames is None or not spans else max(max_frames, DEFAULT_MAX_FRAMES)
+    scenes = [scene.model_dump() for scene in prepared.scenes.scenes] or None
     frames = sample(source, 0.0, prepared.duration_s, max_frames=candidates,
-                    motion=prepared.scenes.get("motion"), scenes=prepared.scenes.get("scenes"))
+                    motion=prepared.scenes.motion, scenes=scenes)
     return frames_for_character([(float(t), bytes(jpeg)) for t, jpeg in frames], max_frames, spans)
 
 
-def character_lines(lines: Sequence[dict[str, Any]], character: str, limit: int = PERSONA_LINES) -> list[str]:
-    return [line["text"] for line in lines if line.get("character") == character and line.get("text")][:limit]
+def character_lines(lines: Sequence[Line], character: str, limit: int = PERSONA_LINES) -> list[str]:
+    return [line.text for line in lines if line.character == character and line.text][:limit]
 
 
 @dataclass
@@ -258,16 +258,17 @@ async def video_summary(prepared: PreparedVideo, client: Any = None) -> str:
 
     if not prepared.lines:
         return ""
+    lines = [line.model_dump() for line in prepared.lines]  # the generation stage's helpers take mappings
     if client is None:
-        return extractive_summary(prepared.lines)
+        return extractive_summary(lines)
     messages = Prompt.load(SUMMARY_PROMPT).messages(
         title=prepared.title or prepared.video.video_id, start_s="0.0", end_s=f"{prepared.duration_s:.1f}",
-        frames_note="", transcript=transcript_text(prepared.lines))
+        frames_note="", transcript=transcript_text(lines))
     try:
         result = await client.chat(messages, ClipSummary)
     except LLMError as exc:
         prepared.notes.append(f"summary request failed ({exc}); using the extractive summary")
-        return extractive_summary(prepared.lines)
+        return extractive_summary(lines)
     return result.parsed.text()
 
 

@@ -39,9 +39,10 @@ from v60k.attribution.checks import (
     span,
 )
 from v60k.backends.diarization.voice_bank import VoiceBank
-from v60k.core.stage import SkipVideo, Stage, StageResult, StageSettings, Video
-from v60k.core.workdir import read_json, write_json
-from v60k.stages.diarize import read_input_json, upstream_reason
+from v60k.core.documents import Diarization, DocumentError, Info, Lines
+from v60k.core.errors import BAD_INPUT
+from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
+from v60k.stages.diarize import upstream_reason
 
 GREETINGS = ("hi", "hey", "hello", "morning", "good morning", "good evening", "good night", "bye", "goodbye",
              "welcome", "excuse me", "listen", "look", "come on", "oh", "dear")
@@ -137,16 +138,21 @@ class Attribute(Stage):
         if not paths.diarization_json.exists():
             reason, error_class = upstream_reason(video, "diarize", self.context)
             raise SkipVideo(f"no diarization: {reason}", error_class)
-        diarization = read_input_json(paths.diarization_json)
-        lines = diarization.get("lines") or []
-        dialogue = " ".join(str(ln.get("text") or "") for ln in lines)
-        cast, cast_source = resolve_cast(video, paths.info_json, paths.root, dialogue, self.settings.max_cast_from_info)
-        speakers = sorted(diarization.get("speakers") or {})
+        try:
+            diarization = Diarization.load(paths)
+            info = Info.load_or_empty(paths)
+        except DocumentError as exc:
+            raise StageError(str(exc), BAD_INPUT) from None
+        # the attribution helpers take each line as the mapping diarize wrote (only its own keys)
+        lines = [line.model_dump(exclude_unset=True) for line in diarization.lines]
+        dialogue = " ".join(line.text for line in diarization.lines)
+        cast, cast_source = resolve_cast(video, info, paths.root, dialogue, self.settings.max_cast_from_info)
+        speakers = sorted(diarization.speakers)
         clues = line_clues(lines, speakers, cast, self.settings)
         bank = None
         if self.settings.voice_bank and video.series and self.context is not None and cast:
             bank = VoiceBank.for_series(self.workdir, video.series)
-            clues += voice_bank_clues(diarization["speakers"], cast, bank, video.video_id, self.settings)
+            clues += voice_bank_clues(diarization.speakers, cast, bank, video.video_id, self.settings)
         verdicts = attribute_speakers(clues, lines, speakers, cast, self.settings)
         usage: dict[str, float] = {}
         if self.settings.llm_arbitration and cast and self._llm is not None:
@@ -170,19 +176,19 @@ class Attribute(Stage):
                 character, confidence = None, 1.0 - confidence
             out_lines.append({**{k: v for k, v in line.items() if k != "words"}, "character": character,
                               "confidence": round(confidence, 3), "words": line.get("words", [])})
-        document: dict[str, Any] = {"cast": cast, "cast_source": cast_source, "speakers": speaker_out,
-                                    "lines": out_lines}
+        notes: dict[str, Any] = {}
         if doubtful:
-            document["line_notes"] = {line_ref(lines, i): reason for i, reason in sorted(doubtful.items())}
+            notes["line_notes"] = {line_ref(lines, i): reason for i, reason in sorted(doubtful.items())}
         if not cast:
-            document["note"] = "no cast list (manifest, title, description, subtitles): every character is null"
-        write_json(paths.lines_json, document)
+            notes["note"] = "no cast list (manifest, title, description, subtitles): every character is null"
+        Lines(cast=cast, cast_source=cast_source, speakers=speaker_out, lines=out_lines, **notes).save(
+            paths, exclude_unset=True)
         if bank is not None:
-            confident = {verdicts[s]["character"]: diarization["speakers"][s]["embedding"] for s in speakers
+            confident = {verdicts[s]["character"]: diarization.speakers[s]["embedding"] for s in speakers
                          if verdicts[s]["status"] == "named"
                          and verdicts[s]["strength"] >= self.settings.bank_min_confidence
                          and verdicts[s]["coverage"] >= self.settings.bank_min_coverage
-                         and diarization["speakers"][s].get("embedding")}
+                         and diarization.speakers[s].get("embedding")}
             bank.update(video.video_id, confident)
         bank_used = sum(1 for c in clues if c.kind == "voice_bank")
         statuses = [v["status"] for v in verdicts.values()]
@@ -211,21 +217,18 @@ class Attribute(Stage):
 
 
 # ---- the cast -----------------------------------------------------------------------------------
-def resolve_cast(video: Video, info_json: Path, video_dir: Path, dialogue: str, limit: int) -> tuple[list[str], str]:
+def resolve_cast(video: Video, info: Info, video_dir: Path, dialogue: str, limit: int) -> tuple[list[str], str]:
     """The manifest's characters; else names found in info.json: speaker prefixes of the subtitles, and
     capitalised words of the title and description that the dialogue also says capitalised (and never in
     lower case: 'Breakfast' in a title is no name)."""
     if video.characters:
         return _unique([c.strip() for c in video.characters if c and c.strip()]), "manifest"
-    if not info_json.exists():
-        return [], "none"
-    info = read_json(info_json)
     speakers_in_subtitles: list[str] = []
-    for relative in (info.get("subtitles") or {}).values():
+    for relative in info.subtitles.values():
         path = video_dir / str(relative)
         if path.exists() and path.is_file():  # "NAME: text" speaker prefixes in subtitle cues
             speakers_in_subtitles += re.findall(r"^\s*(?:-\s*)?([A-Z][A-Za-z]+)\s*:", path.read_text("utf-8", "replace"), re.M)
-    text = " ".join(str(info.get(k) or "") for k in ("title", "description"))
+    text = " ".join(str(value or "") for value in (info.title, info.description))
     spoken = [w for w in re.findall(r"\b([A-Z][a-z]{2,})\b", text)
               if re.search(rf"\b{w}\b", dialogue) and not re.search(rf"\b{w.lower()}\b", dialogue)]
     names = [n.capitalize() if n.isupper() else n for n in speakers_in_subtitles] + spoken

@@ -8,7 +8,6 @@ The embeddings backend finds speech itself (Silero VAD): a small ASR model leave
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,6 +20,7 @@ from v60k.backends.diarization import (
     make_backend,
     relabel_by_first_turn,
 )
+from v60k.core.documents import Diarization, DocumentError, Transcript
 from v60k.core.errors import BAD_INPUT, MISSING_INPUT
 from v60k.core.stage import (
     Resources,
@@ -32,7 +32,6 @@ from v60k.core.stage import (
     StageSettings,
     Video,
 )
-from v60k.core.workdir import read_json, write_json
 from v60k.media.streams import load_audio
 
 SAMPLE_RATE = 16000
@@ -110,8 +109,12 @@ class Diarize(Stage):
         if not paths.transcript_json.exists():
             reason, error_class = upstream_reason(video, "transcribe", self.context)
             raise SkipVideo(f"no transcript: {reason}", error_class)
-        transcript = read_input_json(paths.transcript_json)
-        segments = transcript.get("segments") or []
+        try:
+            transcript = Transcript.load(paths)
+        except DocumentError as exc:
+            raise StageError(str(exc), BAD_INPUT) from None
+        # the line splitter takes each segment as the mapping transcribe wrote (only its own keys)
+        segments = [segment.model_dump(exclude_unset=True) for segment in transcript.segments]
         if not segments:
             raise SkipVideo("no speech: the transcript has no segments", "no_speech")
         if not paths.audio_wav.exists():
@@ -131,24 +134,13 @@ class Diarize(Stage):
         result = relabel_by_first_turn(self.backend.diarize(audio, SAMPLE_RATE, hint, transcript_spans(segments)))
         elapsed = time.perf_counter() - started
         lines = split_lines_by_speaker(segments, result.turns)
-        document = diarization_document(result, lines)
-        write_json(paths.diarization_json, document)
+        document = Diarization.model_validate(diarization_document(result, lines))
+        document.save(paths, exclude_unset=True)
         return StageResult(
             outputs={"diarization": paths.diarization_json.name},
-            metrics={"num_speakers": document["num_speakers"], "turns": len(result.turns), "lines": len(lines),
+            metrics={"num_speakers": document.num_speakers, "turns": len(result.turns), "lines": len(lines),
                      "rtf": round(elapsed / max(duration_s, 1e-9), 4), "count_rule": result.details.get("count_rule")},
         )
-
-
-def read_input_json(path: Path) -> dict[str, Any]:
-    """An upstream JSON file, or a classified error when it is not a JSON object."""
-    try:
-        data = read_json(path)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path.name} is not valid JSON: {exc}", BAD_INPUT) from None
-    if not isinstance(data, dict):
-        raise StageError(f"{path.name} is not a JSON object", BAD_INPUT)
-    return data
 
 
 def upstream_reason(video: Video, stage: str, context: StageContext | None) -> tuple[str, str]:

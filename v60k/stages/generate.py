@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from v60k.backends.llm import ChatResult, LLMError, LLMSettings
 from v60k.backends.llm.client import ChatRequest
+from v60k.core import documents
 from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates, dialogue_text
@@ -174,13 +175,13 @@ def raw_line_dialogues(lines: Sequence[dict[str, Any]], character: str, max_turn
     return dialogues
 
 
-def clip_frames(paths: VideoPaths, frames_doc: dict[str, Any] | None, clip_id: str, max_frames: int,
+def clip_frames(paths: VideoPaths, frames_doc: documents.Frames | None, clip_id: str, max_frames: int,
                 line_spans: Sequence[tuple[float, float]] = ()) -> list[tuple[float, Path]]:
     """Up to ``max_frames`` of the clip's sampled frames in temporal order: the frame nearest each of
     ``line_spans`` (a character's lines) first, the rest evenly (``frames_for_character``)."""
-    entries = [(float(f["t_s"]), f) for f in ((frames_doc or {}).get("clips") or {}).get(clip_id) or []]
+    entries = [(f.t_s, f) for f in (frames_doc.clips.get(clip_id, []) if frames_doc else [])]
     entries = frames_for_character(entries, max_frames if max_frames > 0 else None, line_spans)
-    return [(t_s, paths.root / f["path"]) for t_s, f in entries if (paths.root / f["path"]).exists()]
+    return [(t_s, paths.root / f.path) for t_s, f in entries if (paths.root / f.path).exists()]
 
 
 def with_images(messages: list[dict[str, Any]], frames: Sequence[tuple[float, Path]], detail: str) -> list[dict[str, Any]]:
@@ -279,10 +280,10 @@ def reask_messages(messages: list[dict[str, Any]], content: str | None, problem:
 
 def video_language(video: Video) -> str | None:
     """The video's language: the transcript's (detected or forced), else the manifest's."""
-    if video.paths.transcript_json.exists():
-        language = read_json(video.paths.transcript_json).get("language")
+    if documents.Transcript.exists(video.paths):
+        language = documents.Transcript.load(video.paths).language
         if language:
-            return str(language)
+            return language
     return video.language
 
 
@@ -332,9 +333,10 @@ class Generate(Stage):
         paths = video.paths
         if not paths.clips_json.exists():
             raise SkipVideo("no clips.json (the clips stage did not run for this video)", "no_clips")
-        records = read_json(paths.clips_json).get("clips") or []
-        lines_doc = read_json(paths.lines_json) if paths.lines_json.exists() else {}
-        lines_by_id = {ln["line_id"]: ln for ln in lines_doc.get("lines", [])}
+        # the helpers take each clip and line as the mapping its stage wrote (only its own keys)
+        records = [clip.model_dump(exclude_unset=True) for clip in documents.Clips.load(paths).clips]
+        lines_doc = documents.Lines.load_or_empty(paths)
+        lines_by_id = {ln.line_id: ln.model_dump(exclude_unset=True) for ln in lines_doc.lines}
         clips = [_Clip(r, [lines_by_id[i] for i in r.get("line_ids", []) if i in lines_by_id]) for r in records]
         usable = [c for c in clips if len(c.attributed) >= self.settings.min_attributed_lines]
         out: dict[str, Any] = {"summaries": {}, "personas": {}, "dialogues": [], "rejected": [], "failures": [],
@@ -344,7 +346,7 @@ class Generate(Stage):
             out["warnings"].append("language check skipped: the video's language is unknown")
         elif self.settings.quality.language_check and not language_available():
             out["warnings"].append("language check skipped: langid is not installed")
-        cast = [*(lines_doc.get("cast") or []), *video.characters]
+        cast = [*lines_doc.cast, *video.characters]
         for clip in usable:
             for turns in self._raw_dialogues(clip):
                 out["dialogues"].append({"clip_id": clip.clip_id, "character": turns[-1]["speaker"],
@@ -375,7 +377,7 @@ class Generate(Stage):
             out["usage"] = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached": 0, "cost_usd": 0.0}
         if not (self.llm.enabled and usable):  # else _generate has done it, the judge included
             self._settle_dialogues(out, [c.clip_id for c in clips])
-        write_json(paths.generation_json, out)
+        documents.Generation.model_validate(out).save(paths, exclude_unset=True)
         carried.unlink(missing_ok=True)
         types = Counter(d["generation_type"] for d in out["dialogues"])
         return StageResult(
@@ -498,7 +500,7 @@ class Generate(Stage):
             await client.aclose()
         problems.raise_if_any()
 
-    async def _frames_doc(self, video: Video, out: dict[str, Any], problems: _Problems) -> dict[str, Any] | None:
+    async def _frames_doc(self, video: Video, out: dict[str, Any], problems: _Problems) -> documents.Frames | None:
         """frames.json when frames are to be sent: llm.vision on, and the endpoint takes images (asked once)."""
         if not self.llm.vision or not video.paths.frames_json.exists():
             return None
@@ -511,7 +513,7 @@ class Generate(Stage):
             out["warnings"].append(f"llm.vision is on but {self.llm.model or 'the model'} at {self.llm.base_url} "
                                    "does not take images: the requests were sent as text, without frames")
             return None
-        return read_json(video.paths.frames_json)
+        return documents.Frames.load(video.paths)
 
     async def _summaries(self, context: _VideoContext, out: dict[str, Any], problems: _Problems) -> dict[str, ClipSummary]:
         """Each clip's summary, checked; in order, each request with the story so far (the earlier clips'
@@ -729,7 +731,7 @@ class _VideoContext:
     """What one video's requests and checks share: the clips, the names one may speak of, the language, frames."""
 
     def __init__(self, video: Video, clips: list[_Clip], cast: list[str], language: str | None,
-                 quality: QualitySettings, frames_doc: dict[str, Any] | None):
+                 quality: QualitySettings, frames_doc: documents.Frames | None):
         self.video = video
         self.title = video.title or video.video_id
         self.clips = clips
@@ -749,7 +751,7 @@ class _VideoContext:
 
     def frames(self, clip: _Clip, max_frames: int, character: str | None = None) -> list[tuple[float, Path]]:
         """The clip's frames for a request; for a character's dialogue, those where the character speaks first."""
-        if not self.frames_doc:
+        if self.frames_doc is None:
             return []
         spans = [(float(ln["start_s"]), float(ln["end_s"])) for ln in clip.attributed
                  if character and ln["character"] == character and ln.get("start_s") is not None

@@ -30,9 +30,9 @@ from v60k.backends.asr.guards import (
 from v60k.backends.asr.metrics import speech_totals
 from v60k.backends.asr.redecode import RedecodeSettings, redecode, redecoded_s
 from v60k.backends.asr.splitting import SplitSettings, split_segments
+from v60k.core import documents
 from v60k.core.errors import MISSING_INPUT, NO_AUDIO
 from v60k.core.stage import Resources, SkipVideo, Stage, StageError, StageResult, StageSettings, Video
-from v60k.core.workdir import read_json, write_json
 from v60k.media.streams import extract_audio, probe
 
 SAMPLE_RATE = 16000
@@ -127,8 +127,8 @@ class Transcribe(Stage):
     def stream_facts(self, video: Video) -> dict[str, Any]:
         """The scenes stage's stream facts, or a fresh probe when scenes.json is absent (scenes skipped)."""
         paths = video.paths
-        if paths.scenes_json.exists():
-            stream = read_json(paths.scenes_json).get("stream")
+        if documents.Scenes.exists(paths):
+            stream = documents.Scenes.load(paths).stream.model_dump(exclude_unset=True)
             if stream:
                 return stream
         source = paths.source
@@ -183,7 +183,7 @@ class Transcribe(Stage):
         trim_repetitions(transcript, guards)
         transcript.segments = split_segments(transcript.segments, speech, s.split_settings())
         apply_guards(transcript, audio, guards, regions)
-        write_json(paths.transcript_json, transcript.to_document())
+        documents.Transcript.model_validate(transcript.to_document()).save(paths, exclude_unset=True)
         totals = speech_totals(speech, [(w.start_s, w.end_s) for x in transcript.segments for w in x.words],
                                [(d["start_s"], d["end_s"]) for d in transcript.dropped])
         totals["redecoded_s"] = round(redecoded_s(transcript.redecoded), 3)
