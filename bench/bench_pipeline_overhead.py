@@ -24,13 +24,12 @@ CPU seconds are the steadier figure on a shared machine.
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, measured, scratch
+from bench.common import Row, cpu_seconds, measured, scratch
 from v60k.backends.asr import cast_prompt, make_asr_backend
 from v60k.backends.diarization import SpeakerCountHint, make_backend
 from v60k.core import documents, pipeline
@@ -75,11 +74,6 @@ class StageClock(Progress):
     def stage_finished(self, stage: str) -> None:
         wall, cpu = self.spans.get(stage, (0.0, 0.0))
         self.spans[stage] = (wall + time.perf_counter() - self._start[0], cpu + cpu_seconds() - self._start[1])
-
-
-def cpu_seconds() -> float:
-    """User + system seconds of this process and its waited-for children."""
-    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def _pipeline_once(root: Path, manifest: Path, config: PipelineConfig, n: int) -> dict[str, Any]:

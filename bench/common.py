@@ -42,14 +42,16 @@ def measured(func: Callable[[], Any], repeat: int = 1) -> tuple[float, float, An
     best_wall = best_cpu = float("inf")
     result = None
     for _ in range(repeat):
-        before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        start = time.perf_counter()
+        cpu_before, start = cpu_seconds(), time.perf_counter()
         result = func()
-        wall = time.perf_counter() - start
-        after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-        cpu = sum((a.ru_utime + a.ru_stime) - (b.ru_utime + b.ru_stime) for a, b in zip(after, before, strict=True))
+        wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_before
         best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
     return best_wall, best_cpu, result
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and its waited-for children."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
 def random_scene_lengths(seed: int, longest_s: float, total_s: float = 150.0, shortest_s: float = 1.5) -> list[float]:
