@@ -77,9 +77,8 @@ def _column(paths: list[Path], name: str) -> list[Any]:
 def corpus_stats(root: str | Path) -> dict[str, Any]:
     """Rows per table and split, hours of video, languages, licenses, characters, generation types."""
     root = Path(root)
-    rows = {t: {s: sum(pq.ParquetFile(p).metadata.num_rows for p in ps) for s, ps in reader.shard_files(root, t).items()}
-            for t in TABLES}
-    all_files = {t: [p for ps in reader.shard_files(root, t).values() for p in ps] for t in TABLES}
+    rows = {t: reader.row_counts(root, t) for t in TABLES}
+    all_files = {t: reader.table_files(root, t) for t in TABLES}
     durations = [d for d in _column(all_files["videos"], "duration_s") if d]
     dialogue_characters = Counter(_column(all_files["dialogues"], "character"))
     utterance_characters = Counter(c for c in _column(all_files["utterances"], "character") if c)
