@@ -129,7 +129,5 @@ def _converse(loop: asyncio.AbstractEventLoop, session: Any, question: str | Non
             click.echo(f"{session.profile.character}> {reply}")
 
 
-
-
 def register(group: click.Group) -> None:
     group.add_command(chat_command)

@@ -33,6 +33,8 @@ SIZE_BINS = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_
              (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
 DEFAULT_CONFIG = "dialogues"
 UNKNOWN_LICENSES = {"", "unknown", "none", "n/a", "null"}
+# the videos' columns the statistics and the attributions (title, channel, URL, license) read
+VIDEO_COLUMNS = ["video_id", "title", "channel", "source_url", "license", "duration_s", "language", "series"]
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
 
 
@@ -77,34 +79,27 @@ def _column(paths: list[Path], name: str) -> list[Any]:
 def corpus_stats(root: str | Path) -> dict[str, Any]:
     """Rows per table and split, hours of video, languages, licenses, characters, generation types."""
     root = Path(root)
-    rows = {t: {s: sum(pq.ParquetFile(p).metadata.num_rows for p in ps) for s, ps in reader.shard_files(root, t).items()}
-            for t in TABLES}
-    all_files = {t: [p for ps in reader.shard_files(root, t).values() for p in ps] for t in TABLES}
-    durations = [d for d in _column(all_files["videos"], "duration_s") if d]
+    rows = {t: reader.row_counts(root, t) for t in TABLES}
+    all_files = {t: reader.table_files(root, t) for t in TABLES}
+    videos = [row for path in all_files["videos"] for row in pq.read_table(path, columns=VIDEO_COLUMNS).to_pylist()]
+    durations = [v["duration_s"] for v in videos if v["duration_s"]]
     dialogue_characters = Counter(_column(all_files["dialogues"], "character"))
     utterance_characters = Counter(c for c in _column(all_files["utterances"], "character") if c)
     return {
         "rows": rows,
         "videos": sum(rows["videos"].values()),
         "hours": round(sum(durations) / 3600, 3),
-        "languages": sorted({x for x in _column(all_files["videos"], "language") if x}),
-        "licenses": _column(all_files["videos"], "license"),
-        "series": len({x for x in _column(all_files["videos"], "series") if x}),
+        "languages": sorted({v["language"] for v in videos if v["language"]}),
+        "licenses": [v["license"] for v in videos],
+        "series": len({v["series"] for v in videos if v["series"]}),
         "characters": len(set(utterance_characters) | set(dialogue_characters)),
         "top_characters": dialogue_characters.most_common(10),
         "attributed_share": round(sum(utterance_characters.values()) / max(1, sum(rows["utterances"].values())), 3),
         "generation_types": dict(sorted(Counter(_column(all_files["dialogues"], "generation_type")).items())),
         "frames": sum(len(x or []) for x in _column(all_files["clips"], "frame_times_s")),
-        "attributions": _attributions(all_files["videos"]),
+        "attributions": sorted((v for v in videos if needs_attribution(normalize_license(v["license"]))),
+                               key=lambda v: v["video_id"]),
     }
-
-
-def _attributions(paths: list[Path]) -> list[dict[str, Any]]:
-    """Videos whose license requires attribution: title, channel, URL, license; in video id order."""
-    rows = []
-    for path in paths:
-        rows += pq.read_table(path, columns=["video_id", "title", "channel", "source_url", "license"]).to_pylist()
-    return sorted((r for r in rows if needs_attribution(normalize_license(r["license"]))), key=lambda r: r["video_id"])
 
 
 def card_header(stats: dict[str, Any], license: str | None = None, pretty_name: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ Before writing, the writer inspects the folder:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -27,8 +26,9 @@ import pyarrow.parquet as pq
 from v60k import __version__
 from v60k.core.errors import V60kError
 from v60k.core.workdir import read_json, write_json
+from v60k.dataset.reader import SHARD_NAME
 from v60k.dataset.schema import META_TABLE, TABLES
-from v60k.dataset.validate import SHARD_NAME
+from v60k.stages.download import content_hash
 
 RECORD_NAME = ".v60k-corpus.json"
 FORCE_HINT = "pass --force (Python: overwrite=True; a run's output step: `output: {overwrite: true}`)"
@@ -79,11 +79,7 @@ class CorpusRecord:
 
 def file_facts(path: Path) -> dict[str, Any]:
     stat = path.stat()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": content_hash(path)}
 
 
 def _unchanged(path: Path, facts: dict[str, Any]) -> bool:

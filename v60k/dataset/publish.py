@@ -20,6 +20,7 @@ from pathlib import Path
 
 from v60k.core.errors import V60kError
 from v60k.dataset.card import normalize_license
+from v60k.dataset.reader import read_rows
 from v60k.dataset.validate import validate
 
 MB = 1024 * 1024
@@ -94,14 +95,8 @@ def _retryable(exc: BaseException) -> bool:
 
 def unknown_licenses(root: Path) -> list[str]:
     """Ids of the corpus's videos whose license is missing or unknown."""
-    import pyarrow.parquet as pq
-
-    missing = []
-    for path in sorted((root / "data" / "videos").glob("*.parquet")):
-        for row in pq.read_table(path, columns=["video_id", "license"]).to_pylist():
-            if normalize_license(row["license"]) is None:
-                missing.append(row["video_id"])
-    return sorted(missing)
+    rows = read_rows(root, "videos", columns=["video_id", "license"])
+    return sorted(row["video_id"] for row in rows if normalize_license(row["license"]) is None)
 
 
 def publish(directory: str | Path, repo_id: str, private: bool = True, dry_run: bool = False, *,

@@ -52,10 +52,10 @@ def assign_splits(groups: Iterable[str], ratios: Mapping[str, float], seed: int 
         acc += ratios[name] / total
         bounds.append((acc, name))
     unique = sorted(set(groups))
-    out = {group: next((name for bound, name in bounds if _unit_interval(seed, group) < bound), names[-1])
-           for group in unique}
+    points = {group: _unit_interval(seed, group) for group in unique}
+    out = {group: next((name for bound, name in bounds if point < bound), names[-1]) for group, point in points.items()}
     for empty in [name for name in reversed(names) if name not in out.values()]:  # test, then validation
-        members = {name: sorted((g for g, s in out.items() if s == name), key=lambda g: (_unit_interval(seed, g), g))
+        members = {name: sorted((g for g, s in out.items() if s == name), key=lambda g: (points[g], g))
                    for name in names}
         donor = max(names, key=lambda name: (len(members[name]), -names.index(name)))
         if len(members[donor]) < 2:

@@ -104,18 +104,24 @@ STAGE_FILES = Derived(lambda: {stage: doc.paths_attribute() for stage, doc in st
 
 
 class VideoReader:
-    """One video's documents, each used only when its stage is ``done`` in the catalog."""
+    """One video's documents, each used only when its stage is ``done`` in the catalog, each read once."""
 
     def __init__(self, video: Video, done_stages: set[str]):
         self.video = video
         self.paths = VideoPaths(video.dir)
         self.done = done_stages
         self.warnings: list[str] = []
+        self._loaded: dict[str, Any] = {}
 
     def load(self, stage: str) -> Any:
         """The document ``stage`` wrote (its model), or None when the stage is not done or the file is unusable."""
         if stage not in self.done:
             return None
+        if stage not in self._loaded:
+            self._loaded[stage] = self._read(stage)
+        return self._loaded[stage]
+
+    def _read(self, stage: str) -> Any:
         kind = STAGE_DOCUMENTS[stage]
         try:
             return kind.load(self.paths)

@@ -15,7 +15,6 @@ from v60k.core.catalog import Catalog, ItemOutcome
 from v60k.core.workdir import WorkDir, write_bytes, write_json
 from v60k.stages import STAGE_ORDER
 
-STAGES = STAGE_ORDER
 CASTS = (("Monica", "Ross"), ("Ada", "Grace", "Linus"))
 
 
@@ -30,7 +29,7 @@ def tiny_jpeg(seed: int, size: tuple[int, int] = (32, 24)) -> bytes:
 
 def build_workdir(root: str | Path, videos: int = 4, clips_per_video: int = 2, dialogues_per_clip: int = 2,
                   lines_per_clip: int = 4, frames_per_clip: int = 3, series_count: int = 2,
-                  done_stages: tuple[str, ...] = STAGES, jpeg: bytes | None = None, judged: bool = False) -> WorkDir:
+                  done_stages: tuple[str, ...] = STAGE_ORDER, jpeg: bytes | None = None, judged: bool = False) -> WorkDir:
     """A work dir whose catalog says ``done_stages`` are done for every video, with their files written.
     ``judged``: each clip's first dialogue carries judge scores (1-10, varying by clip), its second an
     unreadable judge answer (``judge_scores`` null, ``judge_problem``), the rest none."""
@@ -45,7 +44,7 @@ def build_workdir(root: str | Path, videos: int = 4, clips_per_video: int = 2, d
                          "characters": list(cast), "language": "en", "license": "cc-by-4.0",
                          "title": f"Episode {v}"})
         catalog.add_videos(rows)
-        catalog.ensure_items(list(STAGES))
+        catalog.ensure_items(list(STAGE_ORDER))
         for row in rows:
             vid, cast = row["video_id"], row["characters"]
             paths = workdir.paths(vid)
