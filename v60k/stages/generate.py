@@ -30,7 +30,6 @@ See docs/generation.md.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSett
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates, dialogue_text
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
-from v60k.roleplay.format import Prompt, frames_for_character, persona_text  # the one role-play format
+from v60k.roleplay.format import Prompt, frames_for_character, image_data_url, persona_text
 
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
@@ -190,9 +189,8 @@ def with_images(messages: list[dict[str, Any]], frames: Sequence[tuple[float, Pa
         return messages
     parts: list[dict[str, Any]] = [{"type": "text", "text": messages[-1]["content"]}]
     for t_s, path in frames:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts += [{"type": "text", "text": f"Frame at {t_s:.2f} s:"},
-                  {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": detail}}]
+                  {"type": "image_url", "image_url": {"url": image_data_url(path.read_bytes()), "detail": detail}}]
     return [*messages[:-1], {"role": "user", "content": parts}]
 
 
