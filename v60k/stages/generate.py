@@ -406,7 +406,7 @@ class Generate(Stage):
     @staticmethod
     def _extractive_persona(video: Video, clips: list[_Clip], character: str) -> dict[str, Any]:
         own = [str(ln["text"]).strip() for c in clips for ln in c.attributed if ln["character"] == character]
-        return {"text": _default_persona(character, video.title, own[:5]), "generation_type": "extractive",
+        return {"text": persona_text(character, video.title, own[:5]), "generation_type": "extractive",
                 "generator": RAW_GENERATOR, "prompt_version": None}
 
     @staticmethod
@@ -630,7 +630,7 @@ class Generate(Stage):
             rules = context.rules(clip)
             for character in characters:
                 partner = clip.partner_of(character) if self.settings.dialogue_style == "in_scene" else None
-                persona = personas.get(character) or _default_persona(character, context.title)
+                persona = personas.get(character) or persona_text(character, context.title)
                 for number in range(1, self.settings.dialogues_per_character + 1):
                     messages = self._dialogue_messages(context, clip, character, partner, number,
                                                        summaries[clip.clip_id].text(), persona)
@@ -776,10 +776,6 @@ def _dialogue_check(rules: ClipRules, character: str, partner: str | None,
 def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None) -> list[dict[str, Any]]:
     return [{"role": t.role, "speaker": character if t.role == "character" else partner, "text": t.text}
             for t in parsed.turns]
-
-
-def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
-    return persona_text(character, title, lines)
 
 
 def _reject(out: dict[str, Any], kind: str, clip_id: str | None, problem: Problem | None, *,
