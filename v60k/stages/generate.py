@@ -523,8 +523,7 @@ class Generate(Stage):
         story: list[str] = []
         seen = NearDuplicates(self.settings.quality.dedup_threshold)
 
-        def request(clip: _Clip) -> ChatRequest:
-            recent = story[-self.settings.story_clips:] if self.settings.story_clips else []
+        def request(clip: _Clip, recent: list[str]) -> ChatRequest:
             return ChatRequest(self._summary_messages(context, clip, "\n".join(recent) or "(this is the first clip)"),
                                ClipSummary, params)
 
@@ -556,17 +555,15 @@ class Generate(Stage):
         if self.settings.batch:
             for clip in context.clips:
                 story.append(f"[{clip.span}] {extractive_summary(clip.attributed, max_quotes=2)}")
-            requests = []
-            for n, clip in enumerate(context.clips):
-                recent = story[max(0, n - self.settings.story_clips):n] if self.settings.story_clips else []
-                requests.append(ChatRequest(self._summary_messages(context, clip, "\n".join(recent)
-                                                                   or "(this is the first clip)"), ClipSummary, params))
+            k = self.settings.story_clips
+            requests = [request(clip, story[max(0, n - k):n] if k else []) for n, clip in enumerate(context.clips)]
             answers = await asyncio.gather(*(self._checked(r, check(c)) for r, c in zip(requests, context.clips)))
             for clip, asked in zip(context.clips, answers):
                 settle(clip, asked)
         else:
             for clip in context.clips:
-                settle(clip, await self._checked(request(clip), check(clip)))
+                recent = story[-self.settings.story_clips:] if self.settings.story_clips else []
+                settle(clip, await self._checked(request(clip, recent), check(clip)))
         return accepted
 
     async def _personas(self, context: _VideoContext, summaries: dict[str, ClipSummary], out: dict[str, Any],
