@@ -464,6 +464,11 @@ class Generate(Stage):
             return _Asked(again, first_problem=problem)
         return _Asked(problem=second, first_problem=problem, rejected_content=again.content)
 
+    def _summary_params(self) -> dict[str, Any]:
+        """The summary and persona requests' parameters: ``summary_temperature`` when set."""
+        temperature = self.settings.summary_temperature
+        return {} if temperature is None else {"temperature": temperature}
+
     async def _generate(self, video: Video, clips: list[_Clip], out: dict[str, Any], cast: list[str],
                         language: str | None, clip_order: list[str]) -> None:
         from v60k.backends.llm.batch import BatchSession
@@ -517,8 +522,7 @@ class Generate(Stage):
         """Each clip's summary, checked; in order, each request with the story so far (the earlier clips'
         summaries). In batch mode the requests cannot wait for one another: the story is made of the earlier
         clips' extractive summaries, and every summary is asked at once."""
-        params = ({} if self.settings.summary_temperature is None
-                  else {"temperature": self.settings.summary_temperature})
+        params = self._summary_params()
         accepted: dict[str, ClipSummary] = {}
         story: list[str] = []
         seen = NearDuplicates(self.settings.quality.dedup_threshold)
@@ -582,8 +586,7 @@ class Generate(Stage):
             messages = self.persona_prompt.messages(character=character, title=context.title,
                                                     cast=", ".join(rules.names.cast) or "(none)",
                                                     lines=transcript_text(own), story=story)
-            return ChatRequest(messages, CharacterPersona, {"temperature": self.settings.summary_temperature}
-                               if self.settings.summary_temperature is not None else {})
+            return ChatRequest(messages, CharacterPersona, self._summary_params())
 
         def check(character: str) -> Callable[[Any], Problem | None]:
             return lambda p: rules.check_persona(character, {"who_they_are": p.who_they_are,
