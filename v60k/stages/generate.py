@@ -45,7 +45,14 @@ from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSett
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates, dialogue_text
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
-from v60k.roleplay.format import Prompt, frames_for_character, image_data_url, persona_text
+from v60k.roleplay.format import (
+    Prompt,
+    RolePlayProfile,
+    Turn,
+    frames_for_character,
+    image_data_url,
+    persona_text,
+)
 
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
@@ -658,7 +665,6 @@ class Generate(Stage):
         threshold: rejected. A judge answer that does not follow the rubric's format leaves the dialogue unscored
         (``judge_problem``)."""
         from v60k.roleplay.evaluate import parse_judgement
-        from v60k.roleplay.format import RolePlayProfile, Turn
 
         by_id = {c.clip_id: c for c in context.clips}
         judged = [d for d in out["dialogues"] if d["generation_type"] == "llm"]
