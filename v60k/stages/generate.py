@@ -315,7 +315,6 @@ class Generate(Stage):
 
             self.rubric = Rubric.load(s.judge.rubric)
         self.client: Any = None
-        self._waiting_personas: set[str] = set()  # personas whose batch answers are not collected yet
 
     def fingerprint_extra(self) -> Any:
         """The prompt files' hashes and what of the llm section changes the text (not prices or keys)."""
@@ -487,7 +486,6 @@ class Generate(Stage):
             await _batch_call(session.collect(self.settings.batch_wait_s, self.settings.batch_poll_s))
             client.batch = session
         problems = _Problems()
-        self._waiting_personas = set()
         try:
             frames_doc = await self._frames_doc(video, out, problems)
             context = _VideoContext(video, clips, cast, language, self.settings.quality, frames_doc)
@@ -579,7 +577,8 @@ class Generate(Stage):
 
     async def _personas(self, context: _VideoContext, summaries: dict[str, ClipSummary], out: dict[str, Any],
                         problems: _Problems) -> dict[str, str] | None:
-        """Each dialogue character's persona from their own lines and the accepted summaries (checked)."""
+        """Each dialogue character's persona from their own lines and the accepted summaries (checked); None
+        while summaries or personas wait (batch answers not collected yet, transient errors)."""
         if problems.pending or problems.transient:  # personas are made from every summary: wait for them
             return None
         characters = self._persona_characters(context.clips)
@@ -602,10 +601,10 @@ class Generate(Stage):
 
         answers = await asyncio.gather(*(self._checked(request(c), check(c)) for c in characters))
         personas: dict[str, str] = {}
+        waiting = False  # a persona whose batch answer is not collected yet
         for character, asked in zip(characters, answers):
-            if asked.error is not None and asked.error.kind == "batch_pending":
-                self._waiting_personas.add(character)
             if asked.error is not None:
+                waiting = waiting or asked.error.kind == "batch_pending"
                 problems.add(out, context.video.video_id, "persona", asked.error, character)
                 continue
             if asked.result is None:
@@ -617,12 +616,12 @@ class Generate(Stage):
             out["personas"][character] = {"text": parsed.text(), **parsed.model_dump(), "generation_type": "llm",
                                           "generator": asked.result.model or self.llm.model,
                                           "prompt_version": self.persona_prompt.version}
-        return personas
+        return None if waiting else personas
 
     async def _dialogues(self, context: _VideoContext, summaries: dict[str, ClipSummary],
                          personas: dict[str, str] | None, out: dict[str, Any], problems: _Problems) -> None:
         """The dialogues of every clip with a summary, once the personas are there (None: they wait)."""
-        if personas is None or self._waiting_personas:
+        if personas is None:
             return
         exchanges = self.settings.dialogue_exchanges
         jobs, calls = [], []
