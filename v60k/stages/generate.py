@@ -653,8 +653,7 @@ class Generate(Stage):
                 continue
             out["dialogues"].append({"clip_id": clip.clip_id, "character": character, "generation_type": "llm",
                                      "generator": asked.result.model or self.llm.model,
-                                     "prompt_version": (self.dialogue_prompt if partner or self.settings.dialogue_style
-                                                        == "interview" else self.interview_prompt).version,
+                                     "prompt_version": self._dialogue_prompt_for(partner).version,
                                      "dialogue_style": "in_scene" if partner else "interview",
                                      "turns": dialogue_turns(asked.result.parsed, character, partner),
                                      **({"reasked": str(asked.first_problem)} if asked.first_problem else {})})
@@ -714,9 +713,13 @@ class Generate(Stage):
                                                 transcript=transcript_text(clip.lines))
         return with_images(messages, frames, self.settings.image_detail)
 
+    def _dialogue_prompt_for(self, partner: str | None) -> Prompt:
+        """The dialogue prompt; an in-scene clip with no partner (one character) gets the interview one."""
+        return self.dialogue_prompt if partner or self.settings.dialogue_style == "interview" else self.interview_prompt
+
     def _dialogue_messages(self, context: _VideoContext, clip: _Clip, character: str, partner: str | None,
                            number: int, summary: str, persona: str) -> list[dict[str, Any]]:
-        prompt = self.dialogue_prompt if partner or self.settings.dialogue_style == "interview" else self.interview_prompt
+        prompt = self._dialogue_prompt_for(partner)
         frames = context.frames(clip, self.settings.max_frames, character)
         note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
         values = {"partner": partner} if partner else {}
