@@ -190,6 +190,11 @@ def clip_frames(paths: VideoPaths, frames_doc: documents.Frames | None, clip_id:
     return [(t_s, paths.root / f.path) for t_s, f in entries if (paths.root / f.path).exists()]
 
 
+def frames_note(frames: Sequence[tuple[float, Path]]) -> str:
+    """The prompt's ``$frames_note``: how many frames follow (empty without frames)."""
+    return f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else ""
+
+
 def with_images(messages: list[dict[str, Any]], frames: Sequence[tuple[float, Path]], detail: str) -> list[dict[str, Any]]:
     """The user message with the frames attached as JPEG images, each preceded by its time."""
     if not frames:
@@ -706,7 +711,7 @@ class Generate(Stage):
 
     def _summary_messages(self, context: _VideoContext, clip: _Clip, story: str) -> list[dict[str, Any]]:
         frames = context.frames(clip, self.settings.max_frames)
-        note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
+        note = frames_note(frames)
         messages = self.summary_prompt.messages(title=context.title, cast=", ".join(context.cast_names) or "(unknown)",
                                                 start_s=f"{clip.record['start_s']:.1f}",
                                                 end_s=f"{clip.record['end_s']:.1f}", frames_note=note, story=story,
@@ -721,7 +726,7 @@ class Generate(Stage):
                            number: int, summary: str, persona: str) -> list[dict[str, Any]]:
         prompt = self._dialogue_prompt_for(partner)
         frames = context.frames(clip, self.settings.max_frames, character)
-        note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
+        note = frames_note(frames)
         values = {"partner": partner} if partner else {}
         messages = prompt.messages(character=character, title=context.title, summary=summary, number=number,
                                    start_s=f"{clip.record['start_s']:.1f}", end_s=f"{clip.record['end_s']:.1f}",
