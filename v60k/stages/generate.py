@@ -30,7 +30,6 @@ See docs/generation.md.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,14 @@ from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSett
 from v60k.core.workdir import VideoPaths, read_json, write_json
 from v60k.generation.dedup import NearDuplicates, dialogue_text
 from v60k.generation.quality import ClipRules, KnownNames, Problem, QualitySettings, language_available
-from v60k.roleplay.format import Prompt, frames_for_character, persona_text  # the one role-play format
+from v60k.roleplay.format import (
+    Prompt,
+    RolePlayProfile,
+    Turn,
+    frames_for_character,
+    image_data_url,
+    persona_text,
+)
 
 RAW_GENERATOR = "v60k"
 CARRIED_USAGE = "generation-usage.carry.json"  # usage of failed attempts, until a run writes generation.json
@@ -184,15 +190,19 @@ def clip_frames(paths: VideoPaths, frames_doc: documents.Frames | None, clip_id:
     return [(t_s, paths.root / f.path) for t_s, f in entries if (paths.root / f.path).exists()]
 
 
+def frames_note(frames: Sequence[tuple[float, Path]]) -> str:
+    """The prompt's ``$frames_note``: how many frames follow (empty without frames)."""
+    return f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else ""
+
+
 def with_images(messages: list[dict[str, Any]], frames: Sequence[tuple[float, Path]], detail: str) -> list[dict[str, Any]]:
     """The user message with the frames attached as JPEG images, each preceded by its time."""
     if not frames:
         return messages
     parts: list[dict[str, Any]] = [{"type": "text", "text": messages[-1]["content"]}]
     for t_s, path in frames:
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts += [{"type": "text", "text": f"Frame at {t_s:.2f} s:"},
-                  {"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{data}", "detail": detail}}]
+                  {"type": "image_url", "image_url": {"url": image_data_url(path.read_bytes()), "detail": detail}}]
     return [*messages[:-1], {"role": "user", "content": parts}]
 
 
@@ -310,7 +320,6 @@ class Generate(Stage):
 
             self.rubric = Rubric.load(s.judge.rubric)
         self.client: Any = None
-        self._waiting_personas: set[str] = set()  # personas whose batch answers are not collected yet
 
     def fingerprint_extra(self) -> Any:
         """The prompt files' hashes and what of the llm section changes the text (not prices or keys)."""
@@ -408,7 +417,7 @@ class Generate(Stage):
     @staticmethod
     def _extractive_persona(video: Video, clips: list[_Clip], character: str) -> dict[str, Any]:
         own = [str(ln["text"]).strip() for c in clips for ln in c.attributed if ln["character"] == character]
-        return {"text": _default_persona(character, video.title, own[:5]), "generation_type": "extractive",
+        return {"text": persona_text(character, video.title, own[:5]), "generation_type": "extractive",
                 "generator": RAW_GENERATOR, "prompt_version": None}
 
     @staticmethod
@@ -466,6 +475,11 @@ class Generate(Stage):
             return _Asked(again, first_problem=problem)
         return _Asked(problem=second, first_problem=problem, rejected_content=again.content)
 
+    def _summary_params(self) -> dict[str, Any]:
+        """The summary and persona requests' parameters: ``summary_temperature`` when set."""
+        temperature = self.settings.summary_temperature
+        return {} if temperature is None else {"temperature": temperature}
+
     async def _generate(self, video: Video, clips: list[_Clip], out: dict[str, Any], cast: list[str],
                         language: str | None, clip_order: list[str]) -> None:
         from v60k.backends.llm.batch import BatchSession
@@ -477,7 +491,6 @@ class Generate(Stage):
             await _batch_call(session.collect(self.settings.batch_wait_s, self.settings.batch_poll_s))
             client.batch = session
         problems = _Problems()
-        self._waiting_personas = set()
         try:
             frames_doc = await self._frames_doc(video, out, problems)
             context = _VideoContext(video, clips, cast, language, self.settings.quality, frames_doc)
@@ -519,14 +532,12 @@ class Generate(Stage):
         """Each clip's summary, checked; in order, each request with the story so far (the earlier clips'
         summaries). In batch mode the requests cannot wait for one another: the story is made of the earlier
         clips' extractive summaries, and every summary is asked at once."""
-        params = ({} if self.settings.summary_temperature is None
-                  else {"temperature": self.settings.summary_temperature})
+        params = self._summary_params()
         accepted: dict[str, ClipSummary] = {}
         story: list[str] = []
         seen = NearDuplicates(self.settings.quality.dedup_threshold)
 
-        def request(clip: _Clip) -> ChatRequest:
-            recent = story[-self.settings.story_clips:] if self.settings.story_clips else []
+        def request(clip: _Clip, recent: list[str]) -> ChatRequest:
             return ChatRequest(self._summary_messages(context, clip, "\n".join(recent) or "(this is the first clip)"),
                                ClipSummary, params)
 
@@ -558,22 +569,21 @@ class Generate(Stage):
         if self.settings.batch:
             for clip in context.clips:
                 story.append(f"[{clip.span}] {extractive_summary(clip.attributed, max_quotes=2)}")
-            requests = []
-            for n, clip in enumerate(context.clips):
-                recent = story[max(0, n - self.settings.story_clips):n] if self.settings.story_clips else []
-                requests.append(ChatRequest(self._summary_messages(context, clip, "\n".join(recent)
-                                                                   or "(this is the first clip)"), ClipSummary, params))
+            k = self.settings.story_clips
+            requests = [request(clip, story[max(0, n - k):n] if k else []) for n, clip in enumerate(context.clips)]
             answers = await asyncio.gather(*(self._checked(r, check(c)) for r, c in zip(requests, context.clips)))
             for clip, asked in zip(context.clips, answers):
                 settle(clip, asked)
         else:
             for clip in context.clips:
-                settle(clip, await self._checked(request(clip), check(clip)))
+                recent = story[-self.settings.story_clips:] if self.settings.story_clips else []
+                settle(clip, await self._checked(request(clip, recent), check(clip)))
         return accepted
 
     async def _personas(self, context: _VideoContext, summaries: dict[str, ClipSummary], out: dict[str, Any],
                         problems: _Problems) -> dict[str, str] | None:
-        """Each dialogue character's persona from their own lines and the accepted summaries (checked)."""
+        """Each dialogue character's persona from their own lines and the accepted summaries (checked); None
+        while summaries or personas wait (batch answers not collected yet, transient errors)."""
         if problems.pending or problems.transient:  # personas are made from every summary: wait for them
             return None
         characters = self._persona_characters(context.clips)
@@ -587,8 +597,7 @@ class Generate(Stage):
             messages = self.persona_prompt.messages(character=character, title=context.title,
                                                     cast=", ".join(rules.names.cast) or "(none)",
                                                     lines=transcript_text(own), story=story)
-            return ChatRequest(messages, CharacterPersona, {"temperature": self.settings.summary_temperature}
-                               if self.settings.summary_temperature is not None else {})
+            return ChatRequest(messages, CharacterPersona, self._summary_params())
 
         def check(character: str) -> Callable[[Any], Problem | None]:
             return lambda p: rules.check_persona(character, {"who_they_are": p.who_they_are,
@@ -597,10 +606,10 @@ class Generate(Stage):
 
         answers = await asyncio.gather(*(self._checked(request(c), check(c)) for c in characters))
         personas: dict[str, str] = {}
+        waiting = False  # a persona whose batch answer is not collected yet
         for character, asked in zip(characters, answers):
-            if asked.error is not None and asked.error.kind == "batch_pending":
-                self._waiting_personas.add(character)
             if asked.error is not None:
+                waiting = waiting or asked.error.kind == "batch_pending"
                 problems.add(out, context.video.video_id, "persona", asked.error, character)
                 continue
             if asked.result is None:
@@ -612,12 +621,12 @@ class Generate(Stage):
             out["personas"][character] = {"text": parsed.text(), **parsed.model_dump(), "generation_type": "llm",
                                           "generator": asked.result.model or self.llm.model,
                                           "prompt_version": self.persona_prompt.version}
-        return personas
+        return None if waiting else personas
 
     async def _dialogues(self, context: _VideoContext, summaries: dict[str, ClipSummary],
                          personas: dict[str, str] | None, out: dict[str, Any], problems: _Problems) -> None:
         """The dialogues of every clip with a summary, once the personas are there (None: they wait)."""
-        if personas is None or self._waiting_personas:
+        if personas is None:
             return
         exchanges = self.settings.dialogue_exchanges
         jobs, calls = [], []
@@ -632,7 +641,7 @@ class Generate(Stage):
             rules = context.rules(clip)
             for character in characters:
                 partner = clip.partner_of(character) if self.settings.dialogue_style == "in_scene" else None
-                persona = personas.get(character) or _default_persona(character, context.title)
+                persona = personas.get(character) or persona_text(character, context.title)
                 for number in range(1, self.settings.dialogues_per_character + 1):
                     messages = self._dialogue_messages(context, clip, character, partner, number,
                                                        summaries[clip.clip_id].text(), persona)
@@ -649,8 +658,7 @@ class Generate(Stage):
                 continue
             out["dialogues"].append({"clip_id": clip.clip_id, "character": character, "generation_type": "llm",
                                      "generator": asked.result.model or self.llm.model,
-                                     "prompt_version": (self.dialogue_prompt if partner or self.settings.dialogue_style
-                                                        == "interview" else self.interview_prompt).version,
+                                     "prompt_version": self._dialogue_prompt_for(partner).version,
                                      "dialogue_style": "in_scene" if partner else "interview",
                                      "turns": dialogue_turns(asked.result.parsed, character, partner),
                                      **({"reasked": str(asked.first_problem)} if asked.first_problem else {})})
@@ -660,7 +668,6 @@ class Generate(Stage):
         threshold: rejected. A judge answer that does not follow the rubric's format leaves the dialogue unscored
         (``judge_problem``)."""
         from v60k.roleplay.evaluate import parse_judgement
-        from v60k.roleplay.format import RolePlayProfile, Turn
 
         by_id = {c.clip_id: c for c in context.clips}
         judged = [d for d in out["dialogues"] if d["generation_type"] == "llm"]
@@ -704,18 +711,22 @@ class Generate(Stage):
 
     def _summary_messages(self, context: _VideoContext, clip: _Clip, story: str) -> list[dict[str, Any]]:
         frames = context.frames(clip, self.settings.max_frames)
-        note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
+        note = frames_note(frames)
         messages = self.summary_prompt.messages(title=context.title, cast=", ".join(context.cast_names) or "(unknown)",
                                                 start_s=f"{clip.record['start_s']:.1f}",
                                                 end_s=f"{clip.record['end_s']:.1f}", frames_note=note, story=story,
                                                 transcript=transcript_text(clip.lines))
         return with_images(messages, frames, self.settings.image_detail)
 
+    def _dialogue_prompt_for(self, partner: str | None) -> Prompt:
+        """The dialogue prompt; an in-scene clip with no partner (one character) gets the interview one."""
+        return self.dialogue_prompt if partner or self.settings.dialogue_style == "interview" else self.interview_prompt
+
     def _dialogue_messages(self, context: _VideoContext, clip: _Clip, character: str, partner: str | None,
                            number: int, summary: str, persona: str) -> list[dict[str, Any]]:
-        prompt = self.dialogue_prompt if partner or self.settings.dialogue_style == "interview" else self.interview_prompt
+        prompt = self._dialogue_prompt_for(partner)
         frames = context.frames(clip, self.settings.max_frames, character)
-        note = (f"{len(frames)} frames of the clip follow, in temporal order, each after its time." if frames else "")
+        note = frames_note(frames)
         values = {"partner": partner} if partner else {}
         messages = prompt.messages(character=character, title=context.title, summary=summary, number=number,
                                    start_s=f"{clip.record['start_s']:.1f}", end_s=f"{clip.record['end_s']:.1f}",
@@ -778,10 +789,6 @@ def _dialogue_check(rules: ClipRules, character: str, partner: str | None,
 def dialogue_turns(parsed: RolePlayDialogue, character: str, partner: str | None) -> list[dict[str, Any]]:
     return [{"role": t.role, "speaker": character if t.role == "character" else partner, "text": t.text}
             for t in parsed.turns]
-
-
-def _default_persona(character: str, title: str | None, lines: Sequence[str] = ()) -> str:
-    return persona_text(character, title, lines)
 
 
 def _reject(out: dict[str, Any], kind: str, clip_id: str | None, problem: Problem | None, *,
