@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
 from bench.common import Row, scratch
-from v60k.attribution.scoring import AttributionScore, oracle_lines, read_rttm, reference_speaker, score_lines
-from v60k.backends.diarization.metrics import Span
+from v60k.attribution.scoring import AttributionScore, oracle_lines, reference_speaker, score_lines
+from v60k.backends.diarization.metrics import Span, read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import load_audio

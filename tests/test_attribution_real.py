@@ -8,7 +8,8 @@ from pathlib import Path
 
 from conftest import shared_media
 
-from v60k.attribution.scoring import oracle_lines, read_rttm, reference_speaker, score_lines
+from v60k.attribution.scoring import oracle_lines, reference_speaker, score_lines
+from v60k.backends.diarization.metrics import read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.attribute import Attribute, AttributeSettings

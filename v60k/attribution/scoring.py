@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from v60k.backends.diarization.metrics import Span, speaker_at
@@ -36,17 +35,6 @@ class AttributionScore:
         return AttributionScore(self.named_right + other.named_right, self.wrong + other.wrong,
                                 self.null_right + other.null_right, self.missed + other.missed,
                                 self.total + other.total)
-
-
-def read_rttm(path: str | Path) -> dict[str, list[Span]]:
-    """Speaker turns per file id of a standard RTTM file (``SPEAKER <file> 1 <start> <duration> ... <speaker>``)."""
-    turns: dict[str, list[Span]] = {}
-    for row in Path(path).read_text("utf-8").splitlines():
-        fields = row.split()
-        if len(fields) >= 8 and fields[0] == "SPEAKER":
-            start, duration = float(fields[3]), float(fields[4])
-            turns.setdefault(fields[1], []).append((start, start + duration, fields[7]))
-    return turns
 
 
 def reference_speaker(reference: Sequence[Span], start_s: float, end_s: float) -> str | None:
