@@ -23,8 +23,8 @@ import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
 from bench.common import Row, scratch
-from v60k.attribution.scoring import AttributionScore, oracle_lines, reference_speaker, score_lines
-from v60k.backends.diarization.metrics import Span, read_rttm
+from v60k.attribution.scoring import AttributionScore, introduce, oracle_lines, score_lines
+from v60k.backends.diarization.metrics import read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import load_audio
@@ -67,18 +67,6 @@ class Pipeline:
                 "speakers": {s: {"total_s": 0.0, "embedding": None} for s in speakers}})
         Attribute(AttributeSettings(voice_bank=False), StageContext(self.workdir)).process(video)
         return read_json(video.paths.lines_json)
-
-
-def introduce(lines: list[dict[str, Any]], reference: list[Span], intros: dict[str, str]) -> list[dict[str, Any]]:
-    """The lines with ``intros[speaker]`` put before the text of each reference speaker's first line."""
-    out, done = [], set()
-    for line in lines:
-        who = reference_speaker(reference, line["start_s"], line["end_s"])
-        if who in intros and who not in done:
-            line = {**line, "text": f"{intros[who]} {line['text']}"}
-            done.add(who)
-        out.append(line)
-    return out
 
 
 def merged(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -52,6 +52,20 @@ def oracle_lines(segments: Iterable[Mapping[str, Any]], reference: Sequence[Span
             for i, seg in enumerate(segments)]
 
 
+def introduce(lines: Iterable[dict[str, Any]], reference: Sequence[Span],
+              intros: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The lines with ``intros[speaker]`` put before the text of each reference speaker's first line."""
+    out: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for line in lines:
+        who = reference_speaker(reference, line["start_s"], line["end_s"])
+        if who in intros and who not in done:
+            line = {**line, "text": f"{intros[who]} {line['text']}"}
+            done.add(who)
+        out.append(line)
+    return out
+
+
 def score_lines(lines: Iterable[Mapping[str, Any]], reference: Sequence[Span],
                 names: Mapping[str, str]) -> AttributionScore:
     """Each attributed line (``character`` or None) against the name of the reference speaker it overlaps most."""
