@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Row, scratch
+from v60k.backends.asr.guards import speech_regions
 from v60k.backends.diarization.metrics import Span, diarization_error, read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json
@@ -65,10 +66,7 @@ def ami_recordings() -> list[Recording]:
 def speech_pieces(audio: np.ndarray, longest_s: float = 5.0) -> list[list[tuple[float, float]]]:
     """The recording's speech (Silero VAD) grouped into pieces of at most ``longest_s``: each piece is the list
     of its speech regions (seconds from the recording's start)."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    options = VadOptions(min_silence_duration_ms=250, speech_pad_ms=30)
-    regions = [(r["start"] / RATE, r["end"] / RATE) for r in get_speech_timestamps(audio, options)]
+    regions = speech_regions(audio, RATE, min_silence_ms=250, pad_ms=30)
     pieces: list[list[tuple[float, float]]] = []
     for start, end in regions:
         if pieces and end - pieces[-1][0][0] <= longest_s:
