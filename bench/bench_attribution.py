@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
+from bench.bench_real_speech import write_wav
 from bench.common import Row, scratch
 from v60k.attribution.scoring import AttributionScore, introduce, oracle_lines, score_lines
 from v60k.backends.diarization.metrics import read_rttm
@@ -122,11 +123,7 @@ def call(pipeline: Pipeline, root: Path) -> tuple[AttributionScore, AttributionS
         reference.append((t, t + len(samples) / RATE, who))
         t += (len(samples) + len(pause)) / RATE
     path = root / "call.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(np.concatenate(audio), -1, 1) * 32767).astype(np.int16).tobytes())
+    write_wav(path, np.concatenate(audio))
     names = {"mary": "Mary", "john": "John", "kate": "Kate"}
     intros = {"mary": "Hello, this is Mary.", "john": "Hi Mary, it's John.", "kate": "Hi, I'm Kate."}
     video = pipeline.video("real-call", path, list(names.values()))

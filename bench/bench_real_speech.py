@@ -143,6 +143,7 @@ def _split_at(piece: list[tuple[float, float]], cut_s: float) -> list[tuple[floa
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
+    """``audio`` (floats in [-1, 1], 16 kHz mono) as a 16-bit WAV file."""
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
