@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import shutil
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
-from bench.bench_real_speech import write_wav
+from bench.bench_real_speech import read_stereo, write_wav
 from bench.common import Row, scratch
 from v60k.attribution.scoring import AttributionScore, introduce, oracle_lines, score_lines
 from v60k.backends.diarization.metrics import read_rttm
@@ -113,8 +112,7 @@ def ami(pipeline: Pipeline) -> tuple[AttributionScore, AttributionScore, Attribu
 
 def call(pipeline: Pipeline, root: Path) -> tuple[AttributionScore, AttributionScore, AttributionScore]:
     """(oracle clusters, one merged cluster, the real diarize stage) on the three-voice call."""
-    with wave.open(str(MEDIA / "stereo_diarization.wav")) as wav:
-        stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+    stereo, _ = read_stereo(MEDIA / "stereo_diarization.wav")
     turns = [("mary", stereo[:, 0]), ("john", load_audio(MEDIA / "jfk.flac", RATE)), ("kate", stereo[:, 1])]
     pause = np.zeros(int(0.8 * RATE), np.float32)
     audio, reference, t = [], [], 0.0

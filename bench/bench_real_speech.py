@@ -110,8 +110,7 @@ def built_recordings() -> list[Recording]:
     needed = [MEDIA / n for n in ("jfk.flac", "stereo_diarization.wav", "multilingual.mp3")]
     if not all(p.exists() for p in needed):
         return []
-    with wave.open(str(MEDIA / "stereo_diarization.wav")) as wav:
-        stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+    stereo, _ = read_stereo(MEDIA / "stereo_diarization.wav")
     voices = {"kennedy": load_audio(MEDIA / "jfk.flac", RATE), "reader_left": stereo[:, 0].copy(),
               "reader_right": stereo[:, 1].copy(), "mit_reader": load_audio(MEDIA / "multilingual.mp3", RATE)[: 30 * RATE]}
     four, four_ref = converse(voices, ["kennedy", "reader_left", "mit_reader", "reader_right", "kennedy",
@@ -140,6 +139,13 @@ def _split_at(piece: list[tuple[float, float]], cut_s: float) -> list[tuple[floa
     for a, b in piece:
         out += [(a, cut_s), (cut_s, b)] if a < cut_s < b else [(a, b)]
     return out
+
+
+def read_stereo(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit stereo WAV file as floats in [-1, 1] (samples x 2), and its sample rate."""
+    with wave.open(str(path)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+        return samples, wav.getframerate()
 
 
 def write_wav(path: Path, audio: np.ndarray) -> None:
