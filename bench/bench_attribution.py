@@ -15,16 +15,16 @@
 from __future__ import annotations
 
 import shutil
-import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.bench_diarize import uncast_guest_spec
+from bench.bench_real_speech import read_stereo, write_wav
 from bench.common import Row, scratch
-from v60k.attribution.scoring import AttributionScore, oracle_lines, read_rttm, reference_speaker, score_lines
-from v60k.backends.diarization.metrics import Span
+from v60k.attribution.scoring import AttributionScore, introduce, oracle_lines, score_lines
+from v60k.backends.diarization.metrics import read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import load_audio
@@ -67,18 +67,6 @@ class Pipeline:
                 "speakers": {s: {"total_s": 0.0, "embedding": None} for s in speakers}})
         Attribute(AttributeSettings(voice_bank=False), StageContext(self.workdir)).process(video)
         return read_json(video.paths.lines_json)
-
-
-def introduce(lines: list[dict[str, Any]], reference: list[Span], intros: dict[str, str]) -> list[dict[str, Any]]:
-    """The lines with ``intros[speaker]`` put before the text of each reference speaker's first line."""
-    out, done = [], set()
-    for line in lines:
-        who = reference_speaker(reference, line["start_s"], line["end_s"])
-        if who in intros and who not in done:
-            line = {**line, "text": f"{intros[who]} {line['text']}"}
-            done.add(who)
-        out.append(line)
-    return out
 
 
 def merged(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -124,8 +112,7 @@ def ami(pipeline: Pipeline) -> tuple[AttributionScore, AttributionScore, Attribu
 
 def call(pipeline: Pipeline, root: Path) -> tuple[AttributionScore, AttributionScore, AttributionScore]:
     """(oracle clusters, one merged cluster, the real diarize stage) on the three-voice call."""
-    with wave.open(str(MEDIA / "stereo_diarization.wav")) as wav:
-        stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+    stereo, _ = read_stereo(MEDIA / "stereo_diarization.wav")
     turns = [("mary", stereo[:, 0]), ("john", load_audio(MEDIA / "jfk.flac", RATE)), ("kate", stereo[:, 1])]
     pause = np.zeros(int(0.8 * RATE), np.float32)
     audio, reference, t = [], [], 0.0
@@ -134,11 +121,7 @@ def call(pipeline: Pipeline, root: Path) -> tuple[AttributionScore, AttributionS
         reference.append((t, t + len(samples) / RATE, who))
         t += (len(samples) + len(pause)) / RATE
     path = root / "call.wav"
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(np.concatenate(audio), -1, 1) * 32767).astype(np.int16).tobytes())
+    write_wav(path, np.concatenate(audio))
     names = {"mary": "Mary", "john": "John", "kate": "Kate"}
     intros = {"mary": "Hello, this is Mary.", "john": "Hi Mary, it's John.", "kate": "Hi, I'm Kate."}
     video = pipeline.video("real-call", path, list(names.values()))

@@ -10,11 +10,11 @@ real two-speaker recording's purity against its per-channel energy when ../share
 from __future__ import annotations
 
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
 
+from bench.bench_real_speech import read_stereo
 from bench.common import Row, scratch, timed
 from v60k.backends.diarization import SpeakerCountHint
 from v60k.backends.diarization.metrics import cluster_purity, louder_channel_reference, speaker_at
@@ -102,9 +102,7 @@ def run() -> list[Row]:
         Row("diarize", "wrong names given", float(wrong_names), "lines", "", "0"),
     ]
     if STEREO.exists():
-        with wave.open(str(STEREO)) as wav:
-            rate = wav.getframerate()
-            stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+        stereo, rate = read_stereo(STEREO)
         result = diarize.backend.diarize(stereo.mean(axis=1), rate, SpeakerCountHint())
         reference = louder_channel_reference(stereo, rate)
         rows.append(Row("diarize", "real stereo recording purity", round(cluster_purity(

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Row, scratch
+from v60k.backends.asr.guards import speech_regions
 from v60k.backends.diarization.metrics import Span, diarization_error, read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json
@@ -65,10 +66,7 @@ def ami_recordings() -> list[Recording]:
 def speech_pieces(audio: np.ndarray, longest_s: float = 5.0) -> list[list[tuple[float, float]]]:
     """The recording's speech (Silero VAD) grouped into pieces of at most ``longest_s``: each piece is the list
     of its speech regions (seconds from the recording's start)."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    options = VadOptions(min_silence_duration_ms=250, speech_pad_ms=30)
-    regions = [(r["start"] / RATE, r["end"] / RATE) for r in get_speech_timestamps(audio, options)]
+    regions = speech_regions(audio, RATE, min_silence_ms=250, pad_ms=30)
     pieces: list[list[tuple[float, float]]] = []
     for start, end in regions:
         if pieces and end - pieces[-1][0][0] <= longest_s:
@@ -112,8 +110,7 @@ def built_recordings() -> list[Recording]:
     needed = [MEDIA / n for n in ("jfk.flac", "stereo_diarization.wav", "multilingual.mp3")]
     if not all(p.exists() for p in needed):
         return []
-    with wave.open(str(MEDIA / "stereo_diarization.wav")) as wav:
-        stereo = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+    stereo, _ = read_stereo(MEDIA / "stereo_diarization.wav")
     voices = {"kennedy": load_audio(MEDIA / "jfk.flac", RATE), "reader_left": stereo[:, 0].copy(),
               "reader_right": stereo[:, 1].copy(), "mit_reader": load_audio(MEDIA / "multilingual.mp3", RATE)[: 30 * RATE]}
     four, four_ref = converse(voices, ["kennedy", "reader_left", "mit_reader", "reader_right", "kennedy",
@@ -144,7 +141,15 @@ def _split_at(piece: list[tuple[float, float]], cut_s: float) -> list[tuple[floa
     return out
 
 
+def read_stereo(path: Path) -> tuple[np.ndarray, int]:
+    """A 16-bit stereo WAV file as floats in [-1, 1] (samples x 2), and its sample rate."""
+    with wave.open(str(path)) as wav:
+        samples = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).reshape(-1, 2).astype(np.float32) / 32768
+        return samples, wav.getframerate()
+
+
 def write_wav(path: Path, audio: np.ndarray) -> None:
+    """``audio`` (floats in [-1, 1], 16 kHz mono) as a 16-bit WAV file."""
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)

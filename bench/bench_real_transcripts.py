@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
 
+from bench.bench_real_speech import write_wav
 from bench.common import Row, scratch
 from v60k.backends.asr.guards import speech_regions
 from v60k.backends.asr.metrics import speech_coverage
@@ -57,11 +57,7 @@ def phone_call(shared: Path, target: Path, pause_s: float = 0.8) -> Path:
     turns = [jfk[:cut], telephone(stereo, 0), jfk[cut:], telephone(stereo, 1)]
     samples = np.concatenate([part for turn in turns for part in (turn, pause)])
     target.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(target), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype(np.int16).tobytes())
+    write_wav(target, samples)
     return target
 
 

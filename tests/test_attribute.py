@@ -192,10 +192,10 @@ def test_llm_arbitration_hook_only_fills_free_names() -> None:
         prompts.append(prompt)
         return "Monica." if "SPEAKER_01" in prompt.split("Which")[1] else "Ross"
 
-    out = arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], None, complete=answer, confidence=0.6)
+    out = arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], complete=answer, confidence=0.6)
     assert out == {"SPEAKER_00": ("Ross", 0.9), "SPEAKER_01": ("Monica", 0.6), "SPEAKER_02": (None, 0.1)}
     assert "Ross" not in prompts[0].split("Which")[1]  # a name already held is not offered
-    assert arbitrate_with_llm(assignment, lines, ["Ross", "Monica"], None) == assignment  # not wired: unchanged
+    assert arbitrate_with_llm(assignment, lines, ["Ross", "Monica"]) == assignment  # not wired: unchanged
 
 
 def test_llm_arbitration_through_the_shared_endpoint(tmp_path: Path, openai_server: OpenAIServer) -> None:

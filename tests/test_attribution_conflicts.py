@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from v60k.attribution.scoring import oracle_lines, read_rttm, score_lines
+from v60k.attribution.scoring import oracle_lines, score_lines
+from v60k.backends.diarization.metrics import read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.attribute import Attribute, AttributeSettings

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from conftest import shared_media
 
-from v60k.attribution.scoring import oracle_lines, read_rttm, reference_speaker, score_lines
+from v60k.attribution.scoring import introduce, oracle_lines, score_lines
+from v60k.backends.diarization.metrics import read_rttm
 from v60k.core.stage import StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.stages.attribute import Attribute, AttributeSettings
@@ -43,14 +44,7 @@ def test_real_meeting_with_oracle_speakers(tmp_path: Path) -> None:
     assert all(ln["character"] is None for ln in attribute(lines)["lines"])
     # each speaker introduces themself in their first line: names only where that speaker talks
     names = dict(zip(speakers, CAST, strict=False))
-    seen: set[str] = set()
-    introduced = []
-    for line in lines:
-        who = reference_speaker(reference, line["start_s"], line["end_s"])
-        if who in names and who not in seen:
-            line = {**line, "text": f"I'm {names[who]}. {line['text']}"}
-            seen.add(who)
-        introduced.append(line)
+    introduced = introduce(lines, reference, {who: f"I'm {name}." for who, name in names.items()})
     document = attribute(introduced)
     assert score_lines(document["lines"], reference, names).wrong == 0
     assert any(ln["character"] for ln in document["lines"])

@@ -28,7 +28,7 @@ from v60k.core.stage import SkipVideo, StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import extract_audio
 from v60k.stages.diarize import Diarize, split_lines_by_speaker
-from v60k.stages.transcribe import Transcribe
+from v60k.stages.transcribe import Transcribe, read_wav
 from v60k.testing.sample_episodes import (
     EpisodeSpec,
     Line,
@@ -152,18 +152,13 @@ def test_count_needs_no_cast_hint() -> None:
     assert read_json(blind.paths.diarization_json)["num_speakers"] == 3
 
 
-def _wav(path: Path) -> np.ndarray:
-    with wave.open(str(path)) as wav:
-        return np.frombuffer(wav.readframes(wav.getnframes()), np.int16).astype(np.float32) / 32768
-
-
 def test_one_voice_is_one_speaker() -> None:
     """Every line of the two-speaker script read by one voice: one speaker, whatever the cast says."""
     spec = two_speaker_spec("one-voice")
     spec.speakers = [Speaker("Monica", "en-us+f3", 70, 165), Speaker("Ross", "en-us+f3", 70, 165)]
     episode = build_episode(spec, _ROOT / "media")
     extract_audio(episode.path, _ROOT / "one-voice.wav")
-    audio = _wav(_ROOT / "one-voice.wav")
+    audio = read_wav(_ROOT / "one-voice.wav")
     for hint in (SpeakerCountHint(), SpeakerCountHint(cast_size=2)):
         result = _shared_stage().backend.diarize(audio, 16000, hint)
         assert result.speakers == ["SPEAKER_00"]
@@ -175,7 +170,7 @@ def test_a_larger_cut_distance_never_finds_more_speakers() -> None:
     from v60k.backends.diarization.embeddings import EmbeddingDiarizer
 
     _, video, _ = speech_episode("three")
-    audio = _wav(video.paths.audio_wav)
+    audio = read_wav(video.paths.audio_wav)
     counts = []
     for distance in (0.35, 0.6, 1.99):
         backend = EmbeddingDiarizer(cluster_distance=distance, cast_hint_distance=distance)
@@ -192,8 +187,7 @@ def test_features_in_blocks_keep_the_time_axis() -> None:
     from v60k.backends.diarization.embeddings import in_blocks
 
     _, video, _ = speech_episode("two")
-    with wave.open(str(video.paths.audio_wav)) as wav:
-        audio = np.frombuffer(wav.readframes(wav.getnframes()), np.int16).astype(np.float32) / 32768
+    audio = read_wav(video.paths.audio_wav)
     whole = wav_to_mel_spectrogram(audio)
     blocked = in_blocks(audio, wav_to_mel_spectrogram, block_s=7.0)
     assert blocked.shape == whole.shape

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from v60k.backends.diarization.metrics import Span, speaker_at
@@ -38,17 +37,6 @@ class AttributionScore:
                                 self.total + other.total)
 
 
-def read_rttm(path: str | Path) -> dict[str, list[Span]]:
-    """Speaker turns per file id of a standard RTTM file (``SPEAKER <file> 1 <start> <duration> ... <speaker>``)."""
-    turns: dict[str, list[Span]] = {}
-    for row in Path(path).read_text("utf-8").splitlines():
-        fields = row.split()
-        if len(fields) >= 8 and fields[0] == "SPEAKER":
-            start, duration = float(fields[3]), float(fields[4])
-            turns.setdefault(fields[1], []).append((start, start + duration, fields[7]))
-    return turns
-
-
 def reference_speaker(reference: Sequence[Span], start_s: float, end_s: float) -> str | None:
     """The reference speaker who overlaps [start_s, end_s) the most."""
     return speaker_at([{"start_s": s, "end_s": e, "speaker": who} for s, e, who in reference], start_s, end_s)
@@ -62,6 +50,20 @@ def oracle_lines(segments: Iterable[Mapping[str, Any]], reference: Sequence[Span
              "speaker": reference_speaker(reference, float(seg["start_s"]), float(seg["end_s"])),
              "words": list(seg.get("words") or [])}
             for i, seg in enumerate(segments)]
+
+
+def introduce(lines: Iterable[dict[str, Any]], reference: Sequence[Span],
+              intros: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The lines with ``intros[speaker]`` put before the text of each reference speaker's first line."""
+    out: list[dict[str, Any]] = []
+    done: set[str] = set()
+    for line in lines:
+        who = reference_speaker(reference, line["start_s"], line["end_s"])
+        if who in intros and who not in done:
+            line = {**line, "text": f"{intros[who]} {line['text']}"}
+            done.add(who)
+        out.append(line)
+    return out
 
 
 def score_lines(lines: Iterable[Mapping[str, Any]], reference: Sequence[Span],

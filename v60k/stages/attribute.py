@@ -159,7 +159,7 @@ class Attribute(Stage):
             before = self._llm.meter.snapshot()
             open_to_ask = {s: (v["character"], v["confidence"]) for s, v in verdicts.items()
                            if v["status"] != "conflict"}
-            answered = arbitrate_with_llm(open_to_ask, lines, cast, self.context, complete=self._ask_llm,
+            answered = arbitrate_with_llm(open_to_ask, lines, cast, complete=self._ask_llm,
                                           confidence=self.settings.min_confidence)
             for speaker, (character, confidence) in answered.items():
                 if character and not verdicts[speaker]["character"]:
@@ -441,8 +441,7 @@ def arbitration_prompt(speaker: str, lines: list[dict[str, Any]], names: list[st
 
 
 def arbitrate_with_llm(assignment: dict[str, tuple[str | None, float]], lines: list[dict[str, Any]],
-                       cast: list[str], context: Any,
-                       complete: Callable[[str], str] | None = None,
+                       cast: list[str], complete: Callable[[str], str] | None = None,
                        confidence: float = 0.6) -> dict[str, tuple[str | None, float]]:
     """LLM arbitration for the speakers left null (off by default: ``llm_arbitration: false``).
 

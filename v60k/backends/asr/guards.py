@@ -205,6 +205,13 @@ def _drop(segment: Segment, reason: str, detail: str | None = None) -> dict[str,
     return entry
 
 
+def says_no_speech(segment: Segment, settings: GuardSettings) -> bool:
+    """Whether the decoder rates ``segment`` as no speech (``max_no_speech_prob``) and is not sure of its words
+    (average log-probability below ``no_speech_max_logprob``)."""
+    return (segment.no_speech_prob is not None and segment.no_speech_prob >= settings.max_no_speech_prob
+            and (segment.avg_logprob is None or segment.avg_logprob < settings.no_speech_max_logprob))
+
+
 def segment_problem(segment: Segment, history: list[str], audio: np.ndarray,
                     regions: list[tuple[float, float]] | None, settings: GuardSettings) -> tuple[str, str | None] | None:
     """(reason, detail) when a guard rejects ``segment``; ``history`` is the kept segments' normalized texts.
@@ -213,8 +220,7 @@ def segment_problem(segment: Segment, history: list[str], audio: np.ndarray,
     words = normalize_words(_ANNOTATION.sub(" ", segment.text))
     if not words:
         return "annotation", None
-    if (segment.no_speech_prob is not None and segment.no_speech_prob >= settings.max_no_speech_prob
-            and (segment.avg_logprob is None or segment.avg_logprob < settings.no_speech_max_logprob)):
+    if says_no_speech(segment, settings):
         return "no_speech_prob", f"{segment.no_speech_prob:.2f}"
     probabilities = [w.probability for w in segment.words if w.probability is not None]
     if (segment.no_speech_prob is not None and segment.no_speech_prob >= settings.doubtful_no_speech_prob

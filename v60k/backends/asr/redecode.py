@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from v60k.backends.asr import ASRBackend, Segment, Transcript, Word
-from v60k.backends.asr.guards import SAMPLE_RATE, GuardSettings, excess_repeats, repeated_phrase
+from v60k.backends.asr.guards import (
+    SAMPLE_RATE,
+    GuardSettings,
+    excess_repeats,
+    repeated_phrase,
+    says_no_speech,
+)
 from v60k.backends.asr.metrics import WORD_TOLERANCE_S, Span, merge_spans, subtract_spans, widen
 
 
@@ -38,8 +44,7 @@ def hallucination_signs(segment: Segment, settings: GuardSettings) -> list[str]:
         signs.append("repetition")
     if segment.avg_logprob is not None and segment.avg_logprob < settings.min_avg_logprob:
         signs.append("avg_logprob")
-    if (segment.no_speech_prob is not None and segment.no_speech_prob >= settings.max_no_speech_prob
-            and (segment.avg_logprob is None or segment.avg_logprob < settings.no_speech_max_logprob)):
+    if says_no_speech(segment, settings):
         signs.append("no_speech_prob")
     return signs
 
