@@ -16,7 +16,7 @@ from v60k.core.workdir import atomic_path
 
 
 class MediaError(StageError):
-    """A file ffmpeg cannot use; ``error_class`` says why (corrupt, not_a_video, no_streams, ...)."""
+    """A file ffmpeg cannot use; ``error_class`` says why (corrupt_media, not_a_video, empty_file, ...)."""
 
     error_class = "bad_media"
 

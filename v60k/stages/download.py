@@ -402,12 +402,11 @@ class Download(Stage):
     def _check_media(self, path: Path) -> streams.StreamInfo:
         """The downloaded file is a whole, playable video within the caps; anything else is a classified failure."""
         try:
-            facts = streams.probe(path)  # empty_file, not_a_video (a web page), corrupt_media, no_streams
+            facts = streams.probe(path)  # empty_file, not_a_video (a web page, no streams), corrupt_media
             if facts.has_video:
                 streams.check_complete(path)  # truncated files whose index still probes
         except streams.MediaError as exc:
-            error_class = "not_a_video" if exc.error_class == "no_streams" else exc.error_class
-            raise StageError(str(exc).replace(str(path), path.name), error_class) from None
+            raise StageError(str(exc).replace(str(path), path.name), exc.error_class) from None
         if not facts.has_video:
             raise StageError(f"{path.name}: audio only, no video stream", NOT_A_VIDEO)
         s = self.settings
