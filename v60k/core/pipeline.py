@@ -158,14 +158,6 @@ class Plan:
             out.append(f"  then the shards, to {self.config.output.dir}")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"workdir": str(self.workdir.root), "config": self.config.source, "stages": self.stages,
-                "videos": self.videos, "new_videos": self.new_videos, "limit": self.limit, "force": self.force,
-                "todo": dict(self.todo), "redo": {k: v for k, v in self.redo.items() if v},
-                "changed": {k: v for k, v in self.changed.items() if v},
-                "overwrites_llm_output": {k: v for k, v in self.costly_redo.items() if v},
-                "output": str(self.config.output.dir) if self.write_output else None}
-
 
 def plan(
     workdir: str | Path | WorkDir,
