@@ -158,7 +158,7 @@ class _Gate:
         if live:
             self.refusal = ("live", f"live or upcoming stream ({info.get('live_status') or 'is_live'})")
         elif formats and all(f.get("vcodec") == "none" for f in formats):
-            self.refusal = ("not_a_video", "audio only: the source offers no video format")
+            self.refusal = (NOT_A_VIDEO, "audio only: the source offers no video format")
         elif self.max_duration_s and duration and float(duration) > self.max_duration_s:
             self.refusal = ("too_long", f"duration {float(duration):.0f} s exceeds max_duration_s {self.max_duration_s:g}")
         else:
