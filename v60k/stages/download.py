@@ -38,7 +38,7 @@ from v60k.core.stage import (
     Video,
     fingerprint_of,
 )
-from v60k.core.workdir import read_json, sanitize_id, write_json
+from v60k.core.workdir import VideoPaths, read_json, sanitize_id, write_json
 from v60k.media import streams
 
 log = logging.getLogger(__name__)
@@ -437,7 +437,7 @@ class Download(Stage):
             return
         owner_dir = video.dir.parent / sanitize_id(owner or "_")
         try:
-            holds = read_json(owner_dir / "info.json").get("content_sha256") == digest
+            holds = read_json(VideoPaths(owner_dir).info_json).get("content_sha256") == digest
         except (OSError, ValueError, AttributeError):
             holds = False
         if holds or (owner_dir / STAGING_DIR).is_dir():
