@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from v60k.cli.common import command_config, echo_json, friendly_errors, set_option
+from v60k.cli.common import command_config, echo_json, set_option
 
 
 def _output_settings(workdir: str, config_path: str | None, sets: tuple[str, ...], overrides: dict[str, object]):
@@ -36,7 +36,6 @@ def _output_settings(workdir: str, config_path: str | None, sets: tuple[str, ...
                    "corpus with rows by an empty one. Files v60k did not write are never replaced.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @set_option()
-@friendly_errors
 def shard_cmd(workdir, out_dir, config_path, shard_size_mb, row_group_rows, split_method, no_card, no_validate,
               force, as_json, sets):
     """Write the work dir's corpus as Parquet shards (data/<table>/<split>-NNNNN-of-NNNNN.parquet), the
@@ -105,7 +104,6 @@ def validate_cmd(directory, max_per_check, as_json):
 @click.option("--out", "-o", "out_html", default="report.html", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--eval", "eval_path", default=None, type=click.Path(dir_okay=False, exists=True),
               help="Evaluation results JSON (as `v60k eval` writes it).")
-@friendly_errors
 def report_cmd(workdir, shards, out_html, eval_path):
     """One self-contained HTML page of plots: durations, lines and dialogues per character, attribution
     confidence, scenes, languages, failures, tokens and cost, evaluation.
@@ -133,7 +131,6 @@ def report_cmd(workdir, shards, out_html, eval_path):
 @click.option("--dry-run", is_flag=True, help="Validate and list what would be uploaded; upload nothing.")
 @click.option("--revision", default=None, help="Branch to commit to (default: main).")
 @click.option("--message", default="Upload corpus shards", show_default=True, help="Commit message.")
-@friendly_errors
 def publish_cmd(directory, repo_id, public, allow_unknown_license, dry_run, revision, message):
     """Validate, then upload the shards and the card to a Hugging Face dataset repository, created private
     unless --public. Videos without a known license are refused unless --allow-unknown-license. The token

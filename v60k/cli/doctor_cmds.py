@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from v60k.cli.common import echo_json, friendly_errors
+from v60k.cli.common import echo_json
 
 
 @click.command("doctor")
@@ -18,7 +18,6 @@ from v60k.cli.common import echo_json, friendly_errors
 @click.option("--manifest", type=click.Path(dir_okay=False, exists=True),
               help="With --repair: the manifest the videos came from (gives back series, cast and URLs).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@friendly_errors
 def doctor_cmd(workdir, repair, manifest, as_json):
     """Check the catalog: readable, not empty while videos/ holds outputs, every video folder known. Exit 1
     when something is wrong and not repaired.

@@ -475,12 +475,11 @@ class Catalog:
     def item_states(self, stages: Sequence[str]) -> dict[str, dict[str, tuple[str, str | None, str | None]]]:
         """{stage: {video_id: (state, fingerprint, error_class)}} for these stages."""
         out: dict[str, dict[str, tuple[str, str | None, str | None]]] = {s: {} for s in stages}
-        for chunk in _chunks(list(stages), 500):
-            marks = ",".join("?" * len(chunk))
-            for vid, stage, state, fp, error_class in self.db.execute(
-                f"SELECT video_id, stage, state, fingerprint, error_class FROM items WHERE stage IN ({marks})", chunk
-            ):
-                out[stage][vid] = (state, fp, error_class)
+        marks = ",".join("?" * len(out))  # a handful of stage names: one query
+        for vid, stage, state, fp, error_class in self.db.execute(
+            f"SELECT video_id, stage, state, fingerprint, error_class FROM items WHERE stage IN ({marks})", list(out)
+        ):
+            out[stage][vid] = (state, fp, error_class)
         return out
 
     def costly_ids(self, stages: Sequence[str]) -> dict[str, set[str]]:

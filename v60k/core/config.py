@@ -69,12 +69,6 @@ class OutputSettings(BaseModel):
             raise ValueError(f"the split ratios must sum to 1 (they sum to {total:g})")
         return splits
 
-    @classmethod
-    def from_config(cls, section: dict[str, Any] | OutputSettings | None) -> OutputSettings:
-        if isinstance(section, OutputSettings):
-            return section
-        return cls(**(section or {}))
-
 
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -33,7 +33,7 @@ from v60k.core.manifest import Manifest, load_manifest
 from v60k.core.progress import Progress
 from v60k.core.stage import Resources, Stage, StageContext, Video
 from v60k.core.workdir import WorkDir
-from v60k.stages import STAGE_ORDER, registered_stages, stage_class
+from v60k.stages import STAGE_ORDER, registered_stages, stage_class, with_requirements
 
 StageRef = str | type[Stage]
 
@@ -68,19 +68,6 @@ def resolve_stages(stages: Sequence[StageRef] | None) -> list[type[Stage]]:
     registered_stages()  # registered classes get their derived ``requires``, also those passed as classes
     names = list(stages) if stages else list(STAGE_ORDER)
     return [stage_class(s) if isinstance(s, str) else s for s in names]
-
-
-def _with_requirements(classes: list[type[Stage]]) -> list[type[Stage]]:
-    """The selected stages plus, transitively, the registered stages they read from."""
-    by_name = {c.name: c for c in classes}
-    queue = list(classes)
-    while queue:
-        for req in queue.pop().requires:
-            if req not in by_name:
-                by_name[req] = stage_class(req)
-                queue.append(by_name[req])
-    order = {name: i for i, name in enumerate(STAGE_ORDER)}
-    return sorted(by_name.values(), key=lambda c: order.get(c.name, len(order)))
 
 
 def build_stage(klass: type[Stage], config: PipelineConfig, workdir: WorkDir) -> Stage:
@@ -171,14 +158,6 @@ class Plan:
             out.append(f"  then the shards, to {self.config.output.dir}")
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"workdir": str(self.workdir.root), "config": self.config.source, "stages": self.stages,
-                "videos": self.videos, "new_videos": self.new_videos, "limit": self.limit, "force": self.force,
-                "todo": dict(self.todo), "redo": {k: v for k, v in self.redo.items() if v},
-                "changed": {k: v for k, v in self.changed.items() if v},
-                "overwrites_llm_output": {k: v for k, v in self.costly_redo.items() if v},
-                "output": str(self.config.output.dir) if self.write_output else None}
-
 
 def plan(
     workdir: str | Path | WorkDir,
@@ -206,7 +185,7 @@ def plan(
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1 (got {limit})")
     selected = resolve_stages(stages if stages is not None else config.stages)
-    involved = _with_requirements(selected)
+    involved = with_requirements(selected)
     built = {c.name: build_stage(c, config, workdir) for c in involved}
     specs = {name: StageSpec.of(stage, stage_resources(stage, config)) for name, stage in built.items()}
     fingerprints = {name: stage.fingerprint() for name, stage in built.items()}

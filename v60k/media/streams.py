@@ -10,15 +10,15 @@ from typing import Any
 import ffmpeg
 import numpy as np
 
-from v60k.core.errors import NOT_A_VIDEO
+from v60k.core.errors import BAD_MEDIA, NOT_A_VIDEO
 from v60k.core.stage import StageError
 from v60k.core.workdir import atomic_path
 
 
 class MediaError(StageError):
-    """A file ffmpeg cannot use; ``error_class`` says why (corrupt, not_a_video, no_streams, ...)."""
+    """A file ffmpeg cannot use; ``error_class`` says why (corrupt_media, not_a_video, empty_file, ...)."""
 
-    error_class = "bad_media"
+    error_class = BAD_MEDIA
 
 
 @dataclass

@@ -79,16 +79,23 @@ def stage_documents() -> dict[str, type[Document]]:
             for doc in [next((d for d in klass.writes if d in DOCUMENTS), None)] if doc}
 
 
+def with_requirements(classes: Sequence[type[Stage]]) -> list[type[Stage]]:
+    """The given stages plus, transitively, the registered stages they read from, in pipeline order (stages
+    that are not registered last)."""
+    by_name = {c.name: c for c in classes}
+    queue = list(classes)
+    while queue:
+        for req in queue.pop().requires:
+            if req not in by_name:
+                by_name[req] = stage_class(req)
+                queue.append(by_name[req])
+    order = {name: i for i, name in enumerate(STAGE_ORDER)}
+    return sorted(by_name.values(), key=lambda c: order.get(c.name, len(order)))
+
+
 def stages_through(document: str) -> tuple[str, ...]:
     """The stage that writes ``document`` and, transitively, every stage it requires, in pipeline order."""
-    by_name = {klass.name: klass for klass in registered_stages()}
-    wanted, queue = set(), [writers()[document]]
-    while queue:
-        name = queue.pop()
-        if name not in wanted:
-            wanted.add(name)
-            queue.extend(by_name[name].requires)
-    return tuple(name for name in STAGE_ORDER if name in wanted)
+    return tuple(c.name for c in with_requirements([stage_class(writers()[document])]))
 
 
 class Derived(Mapping[K, V], Generic[K, V]):

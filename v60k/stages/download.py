@@ -38,7 +38,7 @@ from v60k.core.stage import (
     Video,
     fingerprint_of,
 )
-from v60k.core.workdir import read_json, sanitize_id, write_json
+from v60k.core.workdir import VideoPaths, read_json, sanitize_id, write_json
 from v60k.media import streams
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class _Gate:
         if live:
             self.refusal = ("live", f"live or upcoming stream ({info.get('live_status') or 'is_live'})")
         elif formats and all(f.get("vcodec") == "none" for f in formats):
-            self.refusal = ("not_a_video", "audio only: the source offers no video format")
+            self.refusal = (NOT_A_VIDEO, "audio only: the source offers no video format")
         elif self.max_duration_s and duration and float(duration) > self.max_duration_s:
             self.refusal = ("too_long", f"duration {float(duration):.0f} s exceeds max_duration_s {self.max_duration_s:g}")
         else:
@@ -402,12 +402,11 @@ class Download(Stage):
     def _check_media(self, path: Path) -> streams.StreamInfo:
         """The downloaded file is a whole, playable video within the caps; anything else is a classified failure."""
         try:
-            facts = streams.probe(path)  # empty_file, not_a_video (a web page), corrupt_media, no_streams
+            facts = streams.probe(path)  # empty_file, not_a_video (a web page, no streams), corrupt_media
             if facts.has_video:
                 streams.check_complete(path)  # truncated files whose index still probes
         except streams.MediaError as exc:
-            error_class = "not_a_video" if exc.error_class == "no_streams" else exc.error_class
-            raise StageError(str(exc).replace(str(path), path.name), error_class) from None
+            raise StageError(str(exc).replace(str(path), path.name), exc.error_class) from None
         if not facts.has_video:
             raise StageError(f"{path.name}: audio only, no video stream", NOT_A_VIDEO)
         s = self.settings
@@ -438,7 +437,7 @@ class Download(Stage):
             return
         owner_dir = video.dir.parent / sanitize_id(owner or "_")
         try:
-            holds = read_json(owner_dir / "info.json").get("content_sha256") == digest
+            holds = read_json(VideoPaths(owner_dir).info_json).get("content_sha256") == digest
         except (OSError, ValueError, AttributeError):
             holds = False
         if holds or (owner_dir / STAGING_DIR).is_dir():
