@@ -176,9 +176,12 @@ def _backoff(base_s: float, max_s: float) -> Callable[..., float]:
 
 
 def content_hash(path: Path) -> str:
-    """sha256 of a file, read in chunks."""
+    """sha256 of a file, read in 1 MiB chunks (``hashlib.file_digest`` needs Python 3.11; 3.10 is supported)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # ---- the stage -------------------------------------------------------------------------------------------
