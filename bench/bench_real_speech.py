@@ -32,6 +32,7 @@ from v60k.core.workdir import WorkDir, read_json
 from v60k.media.streams import load_audio
 from v60k.stages.diarize import Diarize
 from v60k.stages.transcribe import Transcribe
+from v60k.testing.sample_episodes import telephone_band
 
 MEDIA = Path(__file__).resolve().parent.parent.parent / "shared" / "media"
 REAL_SPEECH = MEDIA / "real-speech"
@@ -96,15 +97,6 @@ def converse(voices: dict[str, np.ndarray], order: list[str], seed: int) -> tupl
     return np.concatenate(chunks), reference
 
 
-def telephone(audio: np.ndarray) -> np.ndarray:
-    """Telephone band: 300-3400 Hz, down to 8 kHz and back up to 16 kHz."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    narrow = resample_poly(audio, 1, 2)
-    narrow = sosfiltfilt(butter(6, [300, 3400], btype="bandpass", fs=8000, output="sos"), narrow)
-    return resample_poly(narrow, 2, 1).astype(np.float32)
-
-
 def built_recordings() -> list[Recording]:
     """Conversations of real voices with known turns (see the module docstring)."""
     needed = [MEDIA / n for n in ("jfk.flac", "stereo_diarization.wav", "multilingual.mp3")]
@@ -126,8 +118,8 @@ def built_recordings() -> list[Recording]:
                  for piece in speech_pieces(kennedy) for a, b in _split_at(piece, 5.0)]
     return [
         Recording("built-4voices", four, four_ref, speakers=4, group="built"),
-        Recording("built-4voices-phone", telephone(four), four_ref, speakers=4, group="built"),
-        Recording("built-call-phone", telephone(call), call_ref, speakers=2, group="built"),
+        Recording("built-4voices-phone", telephone_band(four), four_ref, speakers=4, group="built"),
+        Recording("built-call-phone", telephone_band(call), call_ref, speakers=2, group="built"),
         Recording("built-one-reader-en-de", one, [(0.0, len(one) / RATE, "mit_reader")], speakers=1, group="built"),
         Recording("built-kennedy-silences", split, split_ref, speakers=1, group="built"),
     ]

@@ -34,6 +34,7 @@ from v60k.testing.sample_episodes import (
     Line,
     Speaker,
     build_episode,
+    telephone_band,
     three_speaker_spec,
     two_speaker_spec,
 )
@@ -301,14 +302,6 @@ def test_one_real_speaker_over_another_mixed_to_mono() -> None:
     assert all(a.end_s <= b.start_s + 1e-6 for a, b in zip(result.turns, result.turns[1:]))
 
 
-def _telephone(audio: np.ndarray) -> np.ndarray:
-    """300-3400 Hz, down to 8 kHz and back up to 16 kHz."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    narrow = sosfiltfilt(butter(6, [300, 3400], btype="bandpass", fs=8000, output="sos"), resample_poly(audio, 1, 2))
-    return resample_poly(narrow, 2, 1).astype(np.float32)
-
-
 @pytest.mark.realmedia
 @pytest.mark.parametrize("variant", ["as is", "telephone band", "8 kHz input"])
 def test_one_real_speaker_stays_one_speaker(variant: str) -> None:
@@ -316,7 +309,7 @@ def test_one_real_speaker_stays_one_speaker(variant: str) -> None:
 
     audio, rate = load_audio(shared_media("jfk.flac"), 16000), 16000
     if variant == "telephone band":
-        audio = _telephone(audio)
+        audio = telephone_band(audio)
     elif variant == "8 kHz input":
         audio, rate = audio[::2].copy(), 8000
     result = _shared_stage().backend.diarize(audio, rate, SpeakerCountHint())

@@ -329,3 +329,12 @@ class MediaServer:
     def __exit__(self, *exc: object) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """16 kHz audio as a phone line carries it: down to 8 kHz, 300-3400 Hz, back up to 16 kHz (float32)."""
+    from scipy.signal import butter, resample_poly, sosfiltfilt
+
+    narrow = resample_poly(audio, 1, 2)
+    narrow = sosfiltfilt(butter(6, [300, 3400], btype="bandpass", fs=8000, output="sos"), narrow)
+    return resample_poly(narrow, 2, 1).astype(np.float32)
