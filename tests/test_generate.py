@@ -226,6 +226,15 @@ def test_llm_summaries_and_dialogues_with_the_servers_token_totals(tmp_path):
         assert read_json(video.paths.generation_json)["dialogues"] == data["dialogues"]
 
 
+@pytest.mark.parametrize("story_clips,told", [(6, True), (0, False)])
+def test_story_clips_bounds_the_story_in_dialogue_requests(tmp_path, story_clips, told):
+    with OpenAIServer(scripted) as server:
+        video = make_video(tmp_path)
+        make_stage(video, llm_section(server), story_clips=story_clips).process(video)
+        dialogue = next(b for b in server.chat_bodies if is_dialogue(b) and clip_of(b) == "40.0")
+        assert ("[0.0–40.0 s]" in json.dumps(dialogue["messages"], ensure_ascii=False)) is told
+
+
 def test_bad_answers_are_recorded_failures_and_no_clip_is_lost(tmp_path):
     with OpenAIServer(scripted) as server:
         server.faults += [summary_fault("schema_violation", "0.0"), summary_fault("invalid_json", "0.0"),

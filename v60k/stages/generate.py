@@ -493,7 +493,8 @@ class Generate(Stage):
         problems = _Problems()
         try:
             frames_doc = await self._frames_doc(video, out, problems)
-            context = _VideoContext(video, clips, cast, language, self.settings.quality, frames_doc)
+            context = _VideoContext(video, clips, cast, language, self.settings.quality, frames_doc,
+                                    self.settings.story_clips)
             summaries = context.summaries = await self._summaries(context, out, problems)
             personas = await self._personas(context, summaries, out, problems)
             await self._dialogues(context, summaries, personas, out, problems)
@@ -742,7 +743,7 @@ class _VideoContext:
     """What one video's requests and checks share: the clips, the names one may speak of, the language, frames."""
 
     def __init__(self, video: Video, clips: list[_Clip], cast: list[str], language: str | None,
-                 quality: QualitySettings, frames_doc: documents.Frames | None):
+                 quality: QualitySettings, frames_doc: documents.Frames | None, story_clips: int = 6):
         self.video = video
         self.title = video.title or video.video_id
         self.clips = clips
@@ -751,6 +752,7 @@ class _VideoContext:
         self.language = language
         self.quality = quality
         self.frames_doc = frames_doc
+        self.story_clips = story_clips
         self.summaries: dict[str, ClipSummary] = {}  # the accepted ones, once asked
 
     def rules(self, clip: _Clip) -> ClipRules:
@@ -770,7 +772,8 @@ class _VideoContext:
         return clip_frames(self.video.paths, self.frames_doc, clip.clip_id, max_frames, spans)
 
     def story_before(self, clip: _Clip) -> str:
-        """The earlier clips of the video, a line each: what happens in it (or its first line, with no summary)."""
+        """The last ``story_clips`` earlier clips of the video, a line each: what happens in it (or its first
+        line, with no summary)."""
         earlier = []
         for other in self.clips:
             if other.clip_id == clip.clip_id:
@@ -778,7 +781,8 @@ class _VideoContext:
             summary = self.summaries.get(other.clip_id)
             earlier.append(f"[{other.span}] " + (summary.what_happens.strip() if summary is not None
                                                    else extractive_summary(other.attributed, max_quotes=1)))
-        return "\n".join(earlier[-6:]) or "(this is the first clip)"
+        recent = earlier[-self.story_clips:] if self.story_clips else []
+        return "\n".join(recent) or "(this is the first clip)"
 
 
 def _dialogue_check(rules: ClipRules, character: str, partner: str | None,

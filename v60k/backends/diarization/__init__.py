@@ -1,7 +1,8 @@
 """Speaker diarization backends: one interface, two adapters.
 
 - ``embeddings`` (CPU default, offline): Silero speech regions → resemblyzer embeddings of overlapping windows →
-  average-linkage clustering cut at a cosine distance (the count comes from the data) → frame resegmentation.
+  average-linkage clustering cut at a cosine distance (the count comes from the data) → frame resegmentation →
+  a second speaker where pyannote's segmentation model hears overlapped speech (``overlap.py``).
 - ``pyannote`` (production, GPU): the pyannote.audio 4 pipeline (``speaker-diarization-community-1`` by default).
 
 Both return a ``DiarizationResult``: exclusive (non-overlapping) turns (words are assigned to them), a second
