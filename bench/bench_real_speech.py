@@ -50,6 +50,7 @@ class Recording:
     speakers: int = 0
     group: str = "ami"
     scores: dict[str, float] = field(default_factory=dict)
+    detector: str = ""  # the diarizer's overlapped-speech detector
 
 
 def ami_recordings() -> list[Recording]:
@@ -176,6 +177,8 @@ def diarize_all(recordings: list[Recording], root: Path) -> tuple[float, float]:
         document = read_json(video.paths.diarization_json)
         rec.scores = diarization_error(document["turns"], rec.reference, (0.0, duration))
         rec.scores["found"] = document["num_speakers"]
+        rec.scores["overlap_s"] = float(document["details"].get("overlap_s", 0.0))
+        rec.detector = str(document["details"].get("overlap_detector", ""))
     return diarize_s, audio_s
 
 
@@ -199,6 +202,8 @@ def run() -> list[Row]:
         if chosen:
             rows.append(Row("real", f"{group} mean DER", round(float(np.mean([r.scores["der"] for r in chosen])), 3),
                             "", f"{len(chosen)} files", "<= 0.30" if group == "ami" else ""))
+            rows.append(Row("real", f"{group} overlapped speech found", round(sum(
+                r.scores["overlap_s"] for r in chosen), 1), "s", f"detector {chosen[0].detector}", ""))
             rows.append(Row("real", f"{group} count off by >1", float(sum(
                 abs(r.scores["found"] - r.speakers) > 1 for r in chosen)), "files", "", "0"))
     rows.append(Row("real", "diarize RTF (embeddings, 2 cores)", round(diarize_s / audio_s, 4), "x",
