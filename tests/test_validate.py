@@ -102,6 +102,30 @@ def test_good_corpus_passes_also_as_a_downloaded_folder(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "OK: 0 error(s)" in result.output
 
 
+def _as_older_schema(path: Path, version: bytes, drop: list[str]) -> None:
+    """The shard as a writer of schema ``version`` would have left it: without ``drop``."""
+    table = pq.read_table(path).drop_columns(drop)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"v60k.schema_version": version}), path)
+
+
+def test_a_shard_of_an_older_schema_validates_with_a_warning(tmp_path: Path) -> None:
+    """Dialogues shards written before the judge columns (schema 1.0) still validate, rows checked; the same
+    columns missing from a 1.1 shard are errors."""
+    corpus = make_corpus(tmp_path)
+    path = shard(corpus, "dialogues")
+    judge = ["judge_scores", "judge_score", "judge_problem"]
+    _as_older_schema(path, b"1.0", judge)
+    report = validate(corpus)
+    assert report.ok, report.render()
+    older = [w for w in report.warnings if w.check == "older_schema"]
+    assert len(older) == 1 and "judge_score" in older[0].message and "1.0" in older[0].message
+    assert report.rows["dialogues"] == {"train": 12}
+    rewrite_rows(path, lambda rows: rows[5].update(clip_id="vid0000-c999"))  # row checks still run
+    assert any(e.check == "reference" or "vid0000-c999" in e.message for e in validate(corpus).errors)
+    _as_older_schema(path, b"1.1", [])
+    assert sum("missing column 'judge_score'" in e.message for e in validate(corpus).errors) == 1
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_bad_input_is_named_with_file_and_row(tmp_path: Path, kind: str) -> None:
     corpus = make_corpus(tmp_path)

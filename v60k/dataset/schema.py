@@ -53,6 +53,7 @@ class FieldSpec:
     arrow_type: pa.DataType
     nullable: bool
     doc: str
+    since: str = "1.0"  # the table's schema version that added the field
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class TableSpec:
             if spec.name == name:
                 return spec
         raise KeyError(name)
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """``"1.10"`` → ``(1, 10)``: schema versions compared as numbers (an unreadable one sorts first)."""
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return (0,)
 
 
 def parse_type(text: str) -> pa.DataType:
@@ -143,7 +152,8 @@ def load_table_spec(table: str, directory: str | None = None) -> TableSpec:
     for entry in raw["fields"]:
         try:
             fields.append(FieldSpec(str(entry["name"]), str(entry["type"]), parse_type(str(entry["type"])),
-                                    bool(entry.get("nullable", True)), str(entry.get("doc", ""))))
+                                    bool(entry.get("nullable", True)), str(entry.get("doc", "")),
+                                    str(entry.get("since", "1.0"))))
         except (KeyError, SchemaError) as exc:
             raise SchemaError(f"{path}: field {entry!r}: {exc}") from exc
     return TableSpec(table, str(raw.get("version", "0")), str(raw.get("doc", "")), tuple(fields), str(path))

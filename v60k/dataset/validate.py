@@ -4,7 +4,8 @@
     print(report.render()); sys.exit(0 if report.ok else 1)
 
 Checks: shard names and places (``data/<table>/<split>-NNNNN-of-NNNNN.parquet``), readable Parquet, the table
-a shard declares, required columns and their types, required values; unique ids; start < end inside the
+a shard declares, required columns and their types (a nullable column added after the schema version a
+shard was written with may be absent: a warning, read as null), required values; unique ids; start < end inside the
 video's duration; words inside their line; every reference resolves (utterance / clip / dialogue → video,
 dialogue → clip, clip → utterances); characters of the video's cast; one split per video and per series;
 dialogue turns non-empty and alternating user / character; judge scores null or
@@ -23,7 +24,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from v60k.dataset.reader import SHARD_NAME
-from v60k.dataset.schema import META_TABLE, TABLES, required_fields, table_schema
+from v60k.dataset.schema import (
+    META_TABLE,
+    META_VERSION,
+    TABLES,
+    load_table_spec,
+    required_fields,
+    table_schema,
+    version_key,
+)
 from v60k.dataset.splits import empty_eval_splits
 
 CHECK_ORDER = ("videos", "utterances", "clips", "dialogues")
@@ -202,9 +211,12 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
         seen.incomplete.add(table)
         return
     expected = table_schema(table)
-    problems = 0
+    written = (schema.metadata or {}).get(META_VERSION, b"").decode() or "unknown"
+    problems, absent = 0, []
     for spec in expected:
-        if spec.name not in schema.names:
+        if spec.name not in schema.names and _added_later(table, spec.name, written):
+            absent.append(spec.name)
+        elif spec.name not in schema.names:
             out.error("missing_column", f"missing column {spec.name!r} ({spec.type})", rel)
             problems += 1
         elif not same_type(schema.field(spec.name).type, spec.type):
@@ -218,6 +230,9 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
     for name in schema.names:
         if name not in expected.names:
             out.warning("extra_column", f"column {name!r} is not in the {table} schema", rel)
+    if absent:
+        out.warning("older_schema", f"a {table} {written} shard: column(s) {', '.join(absent)} (added later) "
+                    "absent, read as null", rel)
     if problems:
         out.warning("skipped", "row checks skipped for this file (schema errors above)", rel)
         seen.incomplete.add(table)
@@ -227,7 +242,9 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
                  "dialogues": _dialogue_row}[table]
     for group in range(parquet.num_row_groups):
         try:
-            rows = parquet.read_row_group(group, columns=expected.names).to_pylist()
+            present = [name for name in expected.names if name not in absent]
+            rows = [{**dict.fromkeys(absent), **row}
+                    for row in parquet.read_row_group(group, columns=present).to_pylist()]
         except Exception as exc:
             out.error("unreadable", f"cannot read row group: {exc}", rel, group)
             seen.incomplete.add(table)
@@ -243,6 +260,13 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
             if row["split"] != split:
                 out.error("split_leakage", f"{_ident(table, row)}: split {row['split']!r} in a {split!r} shard", *where)
             check_row(row, seen, out, where, tol)
+
+
+def _added_later(table: str, column: str, written: str) -> bool:
+    """Whether ``column`` is nullable and newer than the schema version a shard was written with (so a shard
+    of that version rightly lacks it)."""
+    spec = load_table_spec(table).field(column)
+    return spec.nullable and written != "unknown" and version_key(written) < version_key(spec.since)
 
 
 def _ident(table: str, row: dict[str, Any]) -> str:
