@@ -123,7 +123,7 @@ class Catalog:
         except sqlite3.DatabaseError as exc:
             if hasattr(self, "db"):
                 self.db.close()
-            if not _is_damage(exc):  # a full disk, a read-only file: the caller says what it is
+            if not is_damage(exc):  # a full disk, a read-only file: the caller says what it is
                 raise
             raise CatalogDamaged(_damage_message(self.workdir, f"cannot be read ({exc})")) from exc
         if "videos" not in tables and (read_only or (
@@ -689,10 +689,11 @@ def _damage_message(workdir: WorkDir, detail: str) -> str:
             f"nothing was changed. Rebuild it from those outputs with `v60k doctor --workdir {workdir.root} --repair`")
 
 
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """Whether SQLite's error says the file itself is bad (rather than the disk or its permissions)."""
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the file itself is bad or incomplete (rather than the disk or its
+    permissions)."""
     text = str(exc).lower()
-    return any(word in text for word in ("not a database", "malformed", "corrupt"))
+    return any(word in text for word in ("not a database", "malformed", "corrupt", "no such table"))
 
 
 def _read_or_none(path: Path) -> Any:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from v60k.core.catalog import Catalog
+from v60k.core.catalog import Catalog, is_damage
 from v60k.core.config import ConfigError, PipelineConfig, check_stage_settings, load_config, store_config
 from v60k.core.errors import WorkDirError, canonical, redact
 from v60k.core.executors import Executor, StageSpec, make_executor
@@ -373,7 +373,7 @@ def open_catalog(workdir: WorkDir, readonly: bool = False) -> Iterator[Catalog]:
             yield catalog
     except sqlite3.DatabaseError as exc:
         text = str(exc)
-        if "not a database" in text or "malformed" in text or "no such table" in text:
+        if is_damage(exc):
             why = (f"{path} is damaged or incomplete ({text}); `v60k doctor --workdir {workdir.root} --repair` "
                    "rebuilds it from the per-video outputs")
         elif "readonly" in text or "unable to open" in text:
