@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel
 
-from v60k.backends.llm.cost import Usage, UsageMeter, UsageTotals
+from v60k.backends.llm.cost import Usage, UsageMeter, summed_usage
 from v60k.dataset import reader
 from v60k.roleplay.format import (
     PERSONA_LINES,
@@ -434,14 +434,6 @@ def _failure(who: str, exc: Exception) -> str:
     return f"{who} request failed: {_clip(detail, 200)}"
 
 
-def _combined(*totals: UsageTotals) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for total in totals:
-        for key, value in total.to_dict().items():
-            out[key] = round(out.get(key, 0) + value, 6)
-    return out
-
-
 async def _evaluate_item(
     item: EvalItem,
     rubric: Rubric,
@@ -502,6 +494,6 @@ async def evaluate_items(
         "n_dialogues": len({item.dialogue_id for item in items}),
         "n_turns": summary["n_turns"],
         "dropped": summary["dropped"],
-        "usage": {**_combined(model_usage, judge_usage), "model": model_usage.to_dict(), "judge": judge_usage.to_dict()},
+        "usage": {**summed_usage(model_usage.to_dict(), judge_usage.to_dict()), "model": model_usage.to_dict(), "judge": judge_usage.to_dict()},
         "turns": [o.to_dict() for o in outcomes],
     }

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from v60k.backends.llm import ChatResult, LLMError, LLMSettings
 from v60k.backends.llm.client import ChatRequest
+from v60k.backends.llm.cost import summed_usage
 from v60k.core import documents
 from v60k.core.stage import SkipVideo, Stage, StageError, StageResult, StageSettings, Video
 from v60k.core.workdir import VideoPaths, read_json, write_json
@@ -373,7 +374,7 @@ class Generate(Stage):
                 raise
             out["usage"] = (self.client.meter.snapshot() - before).to_dict()
             if carried.exists():
-                out["usage"] = _sum_usage(out["usage"], read_json(carried))
+                out["usage"] = summed_usage(out["usage"], read_json(carried))
         elif not self.llm.enabled:
             for clip in usable:
                 out["summaries"][clip.clip_id] = {"text": extractive_summary(clip.attributed),
@@ -824,13 +825,9 @@ def _llm_settings(section: dict[str, Any]) -> LLMSettings:
         raise ConfigError(f"llm section: {problems}") from None
 
 
-def _sum_usage(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    return {k: round(a.get(k, 0) + b.get(k, 0), 6) for k in {*a, *b}}
-
-
 def _add_usage(path: Path, usage: dict[str, float]) -> None:
     """Accumulate the usage of an attempt that failed (transient, batch pending) for the run that succeeds."""
-    write_json(path, _sum_usage(read_json(path) if path.exists() else {}, usage))
+    write_json(path, summed_usage(read_json(path) if path.exists() else {}, usage))
 
 
 async def _batch_call(call: Any) -> Any:

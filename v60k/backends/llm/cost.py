@@ -49,6 +49,15 @@ class UsageTotals:
                            self.cost_usd - other.cost_usd)
 
 
+def summed_usage(*usages: dict[str, float]) -> dict[str, float]:
+    """Usage dicts (``UsageTotals.to_dict()`` or stored ones) added key by key."""
+    out: dict[str, float] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            out[key] = round(out.get(key, 0) + value, 6)
+    return out
+
+
 class UsageMeter:
     """Thread-safe running totals; ``snapshot()`` differences give one video's usage."""
 
