@@ -144,7 +144,8 @@ class Direct:
     def diarize(self) -> int:
         s = self.settings["diarize"]
         backend = make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
-                               cluster_distance=s.cluster_distance, threads=s.threads)
+                               cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
+                               overlap_detector=s.overlap_detector, threads=s.threads)
         backend.load()  # once per run, as the stage's setup does
         turns = 0
         for episode in self.episodes:
