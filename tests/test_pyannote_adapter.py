@@ -60,6 +60,7 @@ class FakePipeline:
     calls: list[dict[str, Any]] = []
     returns_none = False
     legacy_output = False
+    only_over_others: list[tuple[float, float, str]] = []  # speakers the full output has and the exclusive lacks
 
     @classmethod
     def from_pretrained(cls, checkpoint: str | Path, revision: str | None = None, hparams_file: Any = None,
@@ -83,7 +84,8 @@ class FakePipeline:
         duration = waveform.shape[1] / rate
         half = duration / 2
         # overlapping speech around the middle; the exclusive output resolves it
-        full = Annotation([(0.5, half + 0.5, "SPEAKER_01"), (half - 0.3, duration - 0.2, "SPEAKER_00")])
+        full = Annotation([(0.5, half + 0.5, "SPEAKER_01"), (half - 0.3, duration - 0.2, "SPEAKER_00"),
+                           *self.only_over_others])
         exclusive = Annotation([(0.5, half, "SPEAKER_01"), (half, duration - 0.2, "SPEAKER_00")])
         if self.legacy_output:
             return exclusive
@@ -103,6 +105,7 @@ def fake_pyannote(monkeypatch: pytest.MonkeyPatch) -> type[FakePipeline]:
     FakePipeline.calls = []
     FakePipeline.returns_none = False
     FakePipeline.legacy_output = False
+    FakePipeline.only_over_others = []
     return FakePipeline
 
 
@@ -117,9 +120,11 @@ def test_hub_model_with_token_from_the_environment(fake_pyannote, monkeypatch, c
     assert move == {"to": "cpu"}
     assert call["shape"] == (1, 64000) and call["sample_rate"] == 16000
     assert (call["num_speakers"], call["min_speakers"], call["max_speakers"]) == (None, 2, 5)
-    # the exclusive diarization gives the turns: no overlap
+    # the exclusive diarization gives the turns; the full one, where each speaks over the other, the overlap
     assert [(t.start_s, t.end_s, t.speaker) for t in result.turns] == [(0.5, 2.0, "SPEAKER_01"),
                                                                        (2.0, 3.8, "SPEAKER_00")]
+    assert [(round(t.start_s, 3), round(t.end_s, 3), t.speaker) for t in result.overlap] == [
+        (1.7, 2.0, "SPEAKER_00"), (2.0, 2.5, "SPEAKER_01")]
     assert result.embeddings["SPEAKER_00"][0] == 0.5 and result.embeddings["SPEAKER_01"][0] == -0.5
     assert SECRET not in caplog.text and SECRET not in repr(backend.__dict__)
 
@@ -175,3 +180,28 @@ def test_stage_with_the_pyannote_backend(fake_pyannote, tmp_path: Path, monkeypa
                                                                          ("Hi back.", "SPEAKER_01")]
     assert SECRET not in text and SECRET not in json.dumps(stage.settings.public_dict())
     assert fake_pyannote.calls[-1]["num_speakers"] == 2
+
+
+def test_a_speaker_heard_only_over_another_is_kept(fake_pyannote, tmp_path: Path) -> None:
+    """pyannote's full output can hold a speaker who never speaks alone (a backchannel over the main
+    speaker): that speaker stays, after the others, with their overlapped turns; words keep the exclusive turns."""
+    fake_pyannote.only_over_others = [(3.0, 3.6, "SPEAKER_07")]
+    workdir = WorkDir(tmp_path / "work").create()
+    video = Video(video_id="v1", source_url="file:///x", dir=workdir.video_dir("v1"))
+    video.dir.mkdir(parents=True)
+    with wave.open(str(video.paths.audio_wav), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(np.zeros(16000 * 6, np.int16).tobytes())
+    words = [{"text": "Hello", "start_s": 1.0, "end_s": 1.4, "probability": 0.9},
+             {"text": "again.", "start_s": 3.1, "end_s": 3.5, "probability": 0.9}]
+    write_json(video.paths.transcript_json, {"segments": [
+        {"start_s": 1.0, "end_s": 3.5, "text": "Hello again.", "words": words}]})
+    stage = Diarize(Diarize.Settings(backend="pyannote", device="cpu"), StageContext(workdir))
+    stage.setup()
+    stage.process(video)
+    document = json.loads(video.paths.diarization_json.read_text())
+    assert document["num_speakers"] == 3 and set(document["speakers"]) == {"SPEAKER_00", "SPEAKER_01", "SPEAKER_02"}
+    assert {"start_s": 3.0, "end_s": 3.6, "speaker": "SPEAKER_02"} in document["turns"]
+    assert {ln["speaker"] for ln in document["lines"]} <= {"SPEAKER_00", "SPEAKER_01"}

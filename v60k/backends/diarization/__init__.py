@@ -3,10 +3,11 @@
 - ``embeddings`` (CPU default, offline): Silero speech regions → resemblyzer embeddings of overlapping windows →
   average-linkage clustering cut at a cosine distance (the count comes from the data) → frame resegmentation →
   a second speaker where pyannote's segmentation model hears overlapped speech (``overlap.py``).
-- ``pyannote`` (production, GPU): the pyannote.audio 4 pipeline (``speaker-diarization-community-1`` by default).
+- ``pyannote`` (production, GPU): the pyannote.audio 4 pipeline (``speaker-diarization-community-1`` by default);
+  its overlap-aware output gives the second speakers.
 
 Both return a ``DiarizationResult``: exclusive (non-overlapping) turns (words are assigned to them), a second
-speaker's turns where two speak at once (``overlap``; the embeddings backend), and, per speaker, a mean
+speaker's turns where two speak at once (``overlap``), and, per speaker, a mean
 embedding when the backend has one. Heavy libraries are imported inside the adapters only.
 """
 
@@ -78,15 +79,17 @@ def speaker_label(index: int) -> str:
 
 
 def relabel_by_first_turn(result: DiarizationResult) -> DiarizationResult:
-    """Speakers renamed SPEAKER_00, SPEAKER_01, ... in order of their first turn (stable, readable labels)."""
+    """Speakers renamed SPEAKER_00, SPEAKER_01, ... in order of their first turn (stable, readable labels);
+    a speaker heard only over another (in ``overlap``) comes after them, by their first overlapped turn."""
     order: list[str] = []
-    for turn in sorted(result.turns, key=lambda t: (t.start_s, t.end_s)):
+    for turn in [*sorted(result.turns, key=lambda t: (t.start_s, t.end_s)),
+                 *sorted(result.overlap, key=lambda t: (t.start_s, t.end_s))]:
         if turn.speaker not in order:
             order.append(turn.speaker)
     mapping = {old: speaker_label(i) for i, old in enumerate(order)}
     turns = [Turn(t.start_s, t.end_s, mapping[t.speaker]) for t in sorted(result.turns, key=lambda t: t.start_s)]
     embeddings = {mapping[k]: v for k, v in result.embeddings.items() if k in mapping}
-    overlap = [Turn(t.start_s, t.end_s, mapping[t.speaker]) for t in result.overlap if t.speaker in mapping]
+    overlap = [Turn(t.start_s, t.end_s, mapping[t.speaker]) for t in result.overlap]
     return DiarizationResult(turns, embeddings, result.backend, result.model, result.details, overlap)
 
 

@@ -126,6 +126,8 @@ class EmbeddingDiarizer:
         turns, overlap = resegment(regions, centres_s, self.window_frames * MEL_HOP_S, embeddings @ centroids.T,
                                    self.frame_s, margin, overlap_spans=spans)
         used = sorted({int(t.speaker.removeprefix("SPEAKER_")) for t in turns})
+        found = {speaker_label(k) for k in used}  # a centroid that wins no frame is no speaker, even as runner-up
+        overlap = [t for t in overlap if t.speaker in found]
         details.update(windows=len(windows), count_rule=rule,
                        overlap_s=round(sum(t.end_s - t.start_s for t in overlap), 3))
         return DiarizationResult(turns, {speaker_label(k): [round(float(v), 5) for v in centroids[k]] for k in used},

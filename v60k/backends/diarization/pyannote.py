@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
+from v60k.backends.asr.metrics import subtract_spans
 from v60k.backends.diarization import DiarizationResult, SpeakerCountHint, Turn
 from v60k.core.stage import StageError
 
@@ -121,5 +122,19 @@ class PyannoteDiarizer:
             if vectors is not None and index < len(vectors) and np.all(np.isfinite(vectors[index])):
                 vector = [round(float(v), 5) for v in np.asarray(vectors[index], dtype=np.float64)]
             embeddings[label] = vector
+        overlap = second_speakers(full, turns)
         return DiarizationResult(turns, embeddings, self.name, self.model,
-                                 {"overlap_turns": sum(1 for _ in full.itertracks()) - len(turns)})
+                                 {"overlap_turns": len(overlap),
+                                  "overlap_s": round(sum(t.end_s - t.start_s for t in overlap), 3)}, overlap)
+
+
+def second_speakers(full: Any, exclusive: list[Turn]) -> list[Turn]:
+    """Where a speaker of the full (overlap-aware) diarization speaks outside their exclusive turns: the
+    second speaker of overlapped speech (``DiarizationResult.overlap``)."""
+    out = []
+    for label in full.labels():
+        own = [(float(seg.start), float(seg.end)) for seg, _, name in full.itertracks(yield_label=True)
+               if name == label]
+        kept = [(t.start_s, t.end_s) for t in exclusive if t.speaker == str(label)]
+        out += [Turn(start, end, str(label)) for start, end in subtract_spans(own, kept) if end - start > 1e-3]
+    return sorted(out, key=lambda t: (t.start_s, t.speaker))
