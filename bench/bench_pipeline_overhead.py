@@ -8,7 +8,7 @@ built once into the bench scratch dir), served on 127.0.0.1 (``MediaServer``) as
 - direct, the same settings on the same files: yt-dlp (``YoutubeDL`` with the download stage's format options)
   on each URL; ffprobe + the project's shot detection (PySceneDetect detectors, ``detect_shots``) on each file;
   ffmpeg audio extraction + faster-whisper (the stage's model and ``transcribe_options``, loaded once) on each
-  file with audio; the diarization backend (``make_backend`` with the stage's settings, loaded once) on each
+  file with audio; the diarization backend (``backend_for`` the stage's settings, loaded once) on each
   extracted audio, with the transcript's spans and the cast hint; the frame sampler (``sample_planned``) on each
   clip of the pipeline's clips.json; a pyarrow write of the corpus tables (read back from the pipeline's shards).
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.common import Row, cpu_seconds, measured, scratch
 from v60k.backends.asr import cast_prompt, make_asr_backend
-from v60k.backends.diarization import SpeakerCountHint, make_backend
+from v60k.backends.diarization import SpeakerCountHint
 from v60k.core import documents, pipeline
 from v60k.core.catalog import ItemOutcome
 from v60k.core.config import PipelineConfig, load_config
@@ -43,7 +43,7 @@ from v60k.media.frame_sampler import sample_planned
 from v60k.media.shot_detection import detect_shots
 from v60k.media.streams import extract_audio, load_audio, probe
 from v60k.stages import STAGE_ORDER
-from v60k.stages.diarize import transcript_spans
+from v60k.stages.diarize import backend_for, transcript_spans
 from v60k.testing.sample_episodes import Episode, MediaServer
 
 ROUNDS = int(os.environ.get("V60K_BENCH_REPEAT", "2"))
@@ -143,9 +143,7 @@ class Direct:
 
     def diarize(self) -> int:
         s = self.settings["diarize"]
-        backend = make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
-                               cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
-                               overlap_detector=s.overlap_detector, threads=s.threads)
+        backend = backend_for(s)
         backend.load()  # once per run, as the stage's setup does
         turns = 0
         for episode in self.episodes:

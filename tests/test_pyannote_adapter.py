@@ -155,17 +155,23 @@ def test_unavailable_library_or_model_is_classified(fake_pyannote, monkeypatch) 
     assert caught.value.error_class == "backend_unavailable"
 
 
-def test_stage_with_the_pyannote_backend(fake_pyannote, tmp_path: Path, monkeypatch) -> None:
-    """Words follow the exclusive turns; the token is in no output and not in the settings."""
-    monkeypatch.setenv("HF_TOKEN", SECRET)
+def _silent_video(tmp_path: Path, characters: list[str] | None = None) -> tuple[WorkDir, Video]:
+    """A work dir with one video whose audio.wav is 6 s of silence (the fake pipeline ignores the sound)."""
     workdir = WorkDir(tmp_path / "work").create()
-    video = Video(video_id="v1", source_url="file:///x", dir=workdir.video_dir("v1"), characters=["A", "B"])
+    video = Video(video_id="v1", source_url="file:///x", dir=workdir.video_dir("v1"), characters=characters or [])
     video.dir.mkdir(parents=True)
     with wave.open(str(video.paths.audio_wav), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(16000)
         wav.writeframes(np.zeros(16000 * 6, np.int16).tobytes())
+    return workdir, video
+
+
+def test_stage_with_the_pyannote_backend(fake_pyannote, tmp_path: Path, monkeypatch) -> None:
+    """Words follow the exclusive turns; the token is in no output and not in the settings."""
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    workdir, video = _silent_video(tmp_path, characters=["A", "B"])
     words = [{"text": t, "start_s": s, "end_s": s + 0.4, "probability": 0.9}
              for t, s in [("Hello", 1.0), ("there.", 1.6), ("Hi", 3.5), ("back.", 4.0)]]
     write_json(video.paths.transcript_json, {"segments": [
@@ -186,14 +192,7 @@ def test_a_speaker_heard_only_over_another_is_kept(fake_pyannote, tmp_path: Path
     """pyannote's full output can hold a speaker who never speaks alone (a backchannel over the main
     speaker): that speaker stays, after the others, with their overlapped turns; words keep the exclusive turns."""
     fake_pyannote.only_over_others = [(3.0, 3.6, "SPEAKER_07")]
-    workdir = WorkDir(tmp_path / "work").create()
-    video = Video(video_id="v1", source_url="file:///x", dir=workdir.video_dir("v1"))
-    video.dir.mkdir(parents=True)
-    with wave.open(str(video.paths.audio_wav), "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(16000)
-        wav.writeframes(np.zeros(16000 * 6, np.int16).tobytes())
+    workdir, video = _silent_video(tmp_path)
     words = [{"text": "Hello", "start_s": 1.0, "end_s": 1.4, "probability": 0.9},
              {"text": "again.", "start_s": 3.1, "end_s": 3.5, "probability": 0.9}]
     write_json(video.paths.transcript_json, {"segments": [

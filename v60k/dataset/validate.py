@@ -5,8 +5,8 @@
 
 Checks: shard names and places (``data/<table>/<split>-NNNNN-of-NNNNN.parquet``), readable Parquet, the table
 a shard declares, required columns and their types (a nullable column added after the schema version a
-shard was written with may be absent: a warning, read as null), required values; unique ids; start < end inside the
-video's duration; words inside their line; every reference resolves (utterance / clip / dialogue → video,
+shard was written with may be absent: a warning, read as null), required values; unique ids; start < end
+inside the video's duration; words inside their line; every reference resolves (utterance / clip / dialogue → video,
 dialogue → clip, clip → utterances); characters of the video's cast; one split per video and per series;
 dialogue turns non-empty and alternating user / character; judge scores null or
 within 1-10. Each issue names the file, row group and row.
@@ -240,9 +240,9 @@ def _check_file(path: Path, root: Path, table: str, split: str, seen: _Seen, out
     required = required_fields(table)
     check_row = {"videos": _video_row, "utterances": _utterance_row, "clips": _clip_row,
                  "dialogues": _dialogue_row}[table]
+    present = [name for name in expected.names if name not in absent]
     for group in range(parquet.num_row_groups):
         try:
-            present = [name for name in expected.names if name not in absent]
             rows = [{**dict.fromkeys(absent), **row}
                     for row in parquet.read_row_group(group, columns=present).to_pylist()]
         except Exception as exc:

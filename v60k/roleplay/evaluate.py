@@ -482,7 +482,7 @@ async def evaluate_items(
         _evaluate_item(item, rubric, model_client, judge_client, settings, usage, gate) for item in items
     ))
     summary = aggregate(outcomes, rubric)
-    model_usage, judge_usage = usage["model"].snapshot(), usage["judge"].snapshot()
+    model_spent, judge_spent = usage["model"].snapshot().to_dict(), usage["judge"].snapshot().to_dict()
     return {
         "model": settings.model,
         "judge": settings.judge,
@@ -494,6 +494,6 @@ async def evaluate_items(
         "n_dialogues": len({item.dialogue_id for item in items}),
         "n_turns": summary["n_turns"],
         "dropped": summary["dropped"],
-        "usage": {**summed_usage(model_usage.to_dict(), judge_usage.to_dict()), "model": model_usage.to_dict(), "judge": judge_usage.to_dict()},
+        "usage": {**summed_usage(model_spent, judge_spent), "model": model_spent, "judge": judge_spent},
         "turns": [o.to_dict() for o in outcomes],
     }

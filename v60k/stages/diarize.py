@@ -85,12 +85,7 @@ class Diarize(Stage):
         self._backend: DiarizationBackend | None = None
 
     def _make_backend(self) -> DiarizationBackend:
-        s = self.settings
-        if s.backend == "pyannote":
-            return make_backend("pyannote", model=s.model, revision=s.revision, device=s.device)
-        return make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
-                            cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
-                            overlap_detector=s.overlap_detector, threads=s.threads)
+        return backend_for(self.settings)
 
     @property
     def backend(self) -> DiarizationBackend:
@@ -144,6 +139,15 @@ class Diarize(Stage):
             metrics={"num_speakers": document.num_speakers, "turns": len(result.turns), "lines": len(lines),
                      "rtf": round(elapsed / max(duration_s, 1e-9), 4), "count_rule": result.details.get("count_rule")},
         )
+
+
+def backend_for(s: DiarizeSettings) -> DiarizationBackend:
+    """The diarization backend these settings describe (not loaded)."""
+    if s.backend == "pyannote":
+        return make_backend("pyannote", model=s.model, revision=s.revision, device=s.device)
+    return make_backend("embeddings", vad_threshold=s.vad_threshold, window_s=s.window_s, hop_s=s.hop_s,
+                        cluster_distance=s.cluster_distance, overlap_margin=s.overlap_margin,
+                        overlap_detector=s.overlap_detector, threads=s.threads)
 
 
 def upstream_reason(video: Video, stage: str, context: StageContext | None) -> tuple[str, str]:

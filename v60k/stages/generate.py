@@ -571,14 +571,14 @@ class Generate(Stage):
         if self.settings.batch:
             for clip in context.clips:
                 story.append(f"[{clip.span}] {extractive_summary(clip.attributed, max_quotes=2)}")
-            k = self.settings.story_clips
-            requests = [request(clip, story[max(0, n - k):n] if k else []) for n, clip in enumerate(context.clips)]
+            requests = [request(clip, last(story[:n], self.settings.story_clips))
+                        for n, clip in enumerate(context.clips)]
             answers = await asyncio.gather(*(self._checked(r, check(c)) for r, c in zip(requests, context.clips)))
             for clip, asked in zip(context.clips, answers):
                 settle(clip, asked)
         else:
             for clip in context.clips:
-                recent = story[-self.settings.story_clips:] if self.settings.story_clips else []
+                recent = last(story, self.settings.story_clips)
                 settle(clip, await self._checked(request(clip, recent), check(clip)))
         return accepted
 
@@ -775,15 +775,18 @@ class _VideoContext:
     def story_before(self, clip: _Clip) -> str:
         """The last ``story_clips`` earlier clips of the video, a line each: what happens in it (or its first
         line, with no summary)."""
-        earlier = []
-        for other in self.clips:
-            if other.clip_id == clip.clip_id:
-                break
+        index = next((i for i, other in enumerate(self.clips) if other.clip_id == clip.clip_id), len(self.clips))
+        lines = []
+        for other in last(self.clips[:index], self.story_clips):
             summary = self.summaries.get(other.clip_id)
-            earlier.append(f"[{other.span}] " + (summary.what_happens.strip() if summary is not None
-                                                   else extractive_summary(other.attributed, max_quotes=1)))
-        recent = earlier[-self.story_clips:] if self.story_clips else []
-        return "\n".join(recent) or "(this is the first clip)"
+            lines.append(f"[{other.span}] " + (summary.what_happens.strip() if summary is not None
+                                                 else extractive_summary(other.attributed, max_quotes=1)))
+        return "\n".join(lines) or "(this is the first clip)"
+
+
+def last(items: list[Any], count: int) -> list[Any]:
+    """The last ``count`` items (none for 0: ``items[-0:]`` would be all of them)."""
+    return items[-count:] if count > 0 else []
 
 
 def _dialogue_check(rules: ClipRules, character: str, partner: str | None,

@@ -8,8 +8,9 @@ laugh, a word) join the nearest big one. ``num`` fixes the count; ``min``/``max`
 the count found allows the closer cut ``cast_hint_distance`` when that stays within the cast size. Then every 0.1 s
 of speech takes the speaker whose centroid its covering windows resemble most, so turns change at the
 right place rather than at window edges. Where the segmentation model hears overlapped speech, the runner-up
-speaker of those frames speaks too (``overlap_detector: margin`` instead guesses overlap from scores that tie next
-to a change of speaker; it is the fallback when the segmentation model is not installed). docs/diarization.md has the figures behind the defaults.
+speaker of those frames speaks too (``overlap_detector: margin`` instead guesses overlap from scores that tie
+next to a change of speaker; it is the fallback when the segmentation model is not installed).
+docs/diarization.md has the figures behind the defaults.
 """
 
 from __future__ import annotations
@@ -273,15 +274,14 @@ def resegment(regions: list[tuple[float, float]], centres_s: np.ndarray, window_
     score = np.stack(scores)
     best = score.argmax(axis=1)
     second: list[int | None] = [None] * len(frames)
-    if overlap_spans is not None and score.shape[1] > 1:
-        runner_up = np.argsort(score, axis=1)[:, -2]
+    runner_up = np.argsort(score, axis=1)[:, -2] if score.shape[1] > 1 else None
+    if overlap_spans is not None and runner_up is not None:
         starts = [start for start, _ in overlap_spans]
         for i, (_, start, end) in enumerate(frames):
             if _inside((start + end) / 2, overlap_spans, starts):
                 second[i] = int(runner_up[i])
-    elif overlap_margin > 0 and score.shape[1] > 1:
+    elif overlap_margin > 0 and runner_up is not None:
         reach = max(1, int(round(overlap_reach_s / frame_s)))
-        runner_up = np.argsort(score, axis=1)[:, -2]
         for i, (region, _, _) in enumerate(frames):
             other = int(runner_up[i])
             if score[i, best[i]] - score[i, other] >= overlap_margin:
