@@ -23,7 +23,8 @@ from v60k.backends.asr.guards import (
     repeated_phrase,
     says_no_speech,
 )
-from v60k.backends.asr.metrics import WORD_TOLERANCE_S, Span, merge_spans, subtract_spans, widen
+from v60k.backends.asr.metrics import WORD_TOLERANCE_S
+from v60k.core.spans import Span, merge_spans, subtract_spans, widen
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from v60k.backends.asr import Segment, Word
-from v60k.backends.asr.metrics import Span
+from v60k.core.spans import Span
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from pydantic import SecretStr
 
-from v60k.backends.asr.metrics import subtract_spans
 from v60k.backends.diarization import DiarizationResult, SpeakerCountHint, Turn
+from v60k.core.spans import subtract_spans
 from v60k.core.stage import StageError
 
 DEFAULT_MODEL = "pyannote/speaker-diarization-community-1"
