@@ -9,7 +9,8 @@ Uniform sampling takes the same number of frames as the sampler's budget, at the
 - near-duplicate rate: share of a clip's output frames whose dHash (of the decoded JPEG) lies within
   ``dup_distance`` bits of an earlier output frame of the clip;
 - cost: wall and CPU seconds of the sampler divided by those of ``ffmpeg -ss S -t D -i F -f null -`` over the
-  clip, with the scenes stage's motion profile reused (as the sample stage runs) and standalone (own analysis).
+  clip, with the scenes stage's motion profile reused (``detect_shots``'s, keyframes included, as the sample
+  stage runs) and standalone (own analysis, one ffprobe for the keyframes).
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def _decode_only(path: Path, start_s: float, end_s: float) -> None:
 def run() -> list[Row]:
     from v60k.media import frame_sampler
     from v60k.media.frame_sampler import DEFAULT_DUP_DISTANCE, frame_budget
+    from v60k.media.shot_detection import detect_shots
+    from v60k.media.streams import probe
 
     totals = {
         k: 0.0
@@ -128,7 +131,8 @@ def run() -> list[Row]:
     for item in bench_media():
         media_decode = media_reuse = 0.0
         path, scenes = item["path"], item["scenes"]
-        whole = frame_sampler.analyse(path, 0.0, max(s["end_s"] for s in scenes))  # what scenes.json would hold
+        stream = probe(path)
+        whole = detect_shots(path, stream.width, stream.height).motion  # what scenes.json holds (keyframes too)
         scene_list = [
             {"index": i, "start_s": s["start_s"], "end_s": s["end_s"]} for i, s in enumerate(scenes)
         ]

@@ -193,3 +193,21 @@ def test_a_scene_that_looks_like_another_still_gets_its_frame() -> None:
     scenes = [{"index": i, "start_s": 5.0 * i, "end_s": 5.0 * (i + 1)} for i in range(3)]
     chosen = plan(0.0, 15.0, None, motion=motion, scenes=scenes)
     assert [p.scene_index for p in chosen] == [0, 1, 2]  # one each; no second frame of a static look
+
+
+def test_sample_reuses_the_profiles_keyframes(scene_video: tuple[Path, dict], monkeypatch) -> None:
+    """With the scenes stage's profile (keyframes included) the sampler plans its decoding runs without
+    probing the file, and grabs the very same frames."""
+    from v60k.media.shot_detection import detect_shots
+
+    path, info = scene_video
+    motion = detect_shots(path, 320, 180).motion
+    assert motion.keyframes_s
+    probed = frame_sampler.sample(path, 2.0, 17.0, 8, motion=motion.model_copy(update={"keyframes_s": None}))
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the keyframes were known")
+
+    monkeypatch.setattr(frame_sampler, "keyframe_times", no_probe)
+    reused = frame_sampler.sample(path, 2.0, 17.0, 8, motion=motion)
+    assert len(reused) >= 4 and reused == probed

@@ -152,6 +152,21 @@ def test_motion_profile(media: dict[str, Any]) -> None:
     assert len(set(motion["dhash"])) > len(SCENE_LENGTHS_S)
 
 
+
+@pytest.mark.parametrize("kind", ["plain", "bframes", "mkv", "ts"])
+def test_motion_profile_records_the_keyframes(media: dict[str, Any], kind: str) -> None:
+    """The analysis decodes every keyframe (even skipping frames): the profile lists them as ffprobe's packet
+    flags do, in the same clock (MPEG-TS starts at a non-zero time), so the sampler need not probe again."""
+    from v60k.media.frame_sampler import keyframe_times
+
+    motion = detect_shots(media[kind], 320, 180).motion
+    probed, fps = keyframe_times(media[kind], 0.0, sum(SCENE_LENGTHS_S))
+    assert probed and motion.keyframes_s is not None and len(motion.keyframes_s) == len(probed)
+    assert max(abs(a - b) for a, b in zip(motion.keyframes_s, probed)) < 1e-3
+    assert motion.frame_rate == pytest.approx(fps) == FPS
+    saved = documents.Motion.from_dict(motion.to_dict())
+    assert saved.keyframes_s == motion.keyframes_s and saved.span(1.0, 3.0).keyframes_s == motion.keyframes_s
+
 def test_min_scene_length_is_respected(tmp_path: Path) -> None:
     path = tmp_path / "short-scene.mp4"
     facts = build_scene_video(path, [2.0, 0.4, 2.0], 320, 180, FPS, audio=False)  # a 10-frame scene

@@ -141,6 +141,10 @@ class Motion(Part):
     times_s: list[float] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list)
     dhash: list[int] = Field(default_factory=list)
+    # the whole video's keyframe times and frame rate, when the analysis decoded every keyframe (the scenes
+    # stage): the sampler then plans its decoding runs without probing the file again
+    keyframes_s: list[float] | None = None
+    frame_rate: float | None = None
 
     @field_validator("dhash", mode="before")
     @classmethod
@@ -187,6 +191,8 @@ class Motion(Part):
             times_s=[self.times_s[i] for i in keep],
             scores=[self.scores[i] for i in keep],
             dhash=[self.dhash[i] for i in keep],
+            keyframes_s=self.keyframes_s,
+            frame_rate=self.frame_rate,
         )
 
     def covers(self, start_s: float, end_s: float) -> bool:

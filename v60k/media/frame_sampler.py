@@ -45,7 +45,7 @@ DEFAULT_DUP_DISTANCE = 5  # Hamming bits of 64
 DEFAULT_MOTION_WEIGHT = 0.7
 ANALYSIS_WIDTH = 64
 ONE_RUN_SHARE = (
-    0.7  # decode the chosen frames in one run when the keyframe intervals would skip less than 30 %
+    0.5  # decode the chosen frames in one run when the keyframe intervals would skip less than half
 )
 CUT_SCORE = 40.0  # without a scene list, a luma change this large ...
 CUT_JUMP = 1.5  # ... and this many times the previous second's largest marks a cut
@@ -307,7 +307,8 @@ def sample_planned(
     if motion is None or not motion.covers(start_s, end_s):
         motion = analyse(path, start_s, end_s)
     chosen = plan(start_s, end_s, max_frames, motion=motion, scenes=scenes, settings=settings)
-    grabbed = grab_frames(path, [p.t_s for p in chosen], width=width, quality=quality)
+    known = (motion.keyframes_s, motion.frame_rate) if motion.keyframes_s and motion.frame_rate else None
+    grabbed = grab_frames(path, [p.t_s for p in chosen], width=width, quality=quality, keyframes=known)
     frames: list[tuple[PlannedFrame, bytes]] = []
     failures: list[str] = []
     for planned in chosen:
@@ -360,14 +361,20 @@ def keyframe_times(path: str | Path, start_s: float, end_s: float) -> tuple[list
 
 
 def grab_frames(
-    path: str | Path, times: list[float], *, width: int | None = DEFAULT_WIDTH, quality: int = 3
+    path: str | Path,
+    times: list[float],
+    *,
+    width: int | None = DEFAULT_WIDTH,
+    quality: int = 3,
+    keyframes: tuple[list[float], float] | None = None,
 ) -> dict[float, bytes | str]:
     """JPEGs at ``times`` (each the frame at or just after t), or why not (a message).
 
     Frames that share a keyframe interval are decoded by one ffmpeg run from that keyframe up to the last of
     them (a ``select`` filter keeps only them), so no interval is decoded twice; when those runs together would
-    skip less than 30 % of the span, a single run from the first keyframe does it all (fewer process starts).
-    Anything a run misses falls back to ``v60k.media.streams.grab_frame``.
+    skip less than half of the span, a single run from the first keyframe does it all (fewer process starts).
+    Anything a run misses falls back to ``v60k.media.streams.grab_frame``. ``keyframes``: the video's
+    (keyframe times, frame rate) when already known (the scenes stage's motion profile); else one ffprobe run.
     """
     import bisect
     import tempfile
@@ -375,7 +382,7 @@ def grab_frames(
     results: dict[float, bytes | str] = {}
     if not times:
         return results
-    keys, fps = keyframe_times(path, min(times), max(times))
+    keys, fps = keyframes if keyframes else keyframe_times(path, min(times), max(times))
     groups: dict[float, list[float]] = {}
     for t in sorted(times):
         kf = keys[max(0, bisect.bisect_right(keys, t + 1e-6) - 1)] if keys else t

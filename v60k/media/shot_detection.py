@@ -331,6 +331,8 @@ def detect_shots(
     frame_count = max(frame_count, last_frame + 1)
     end_s = max(timing.duration_s or 0.0, times[-1] + 1 / fps, frame_count / fps if not timing.duration_s else 0.0)
     cuts = _enforce_min_length(cuts, settings.min_scene_len_s, frame_count)
+    motion.profile.keyframes_s = [round(k, 6) for k in keyframes]
+    motion.profile.frame_rate = fps
     return ShotAnalysis(
         cuts=cuts, motion=motion.profile, rate=rate, frame_count=frame_count, end_s=end_s,
         frames_analysed=len(times), last_frame_s=times[-1], refined_windows=refined,
