@@ -9,6 +9,7 @@ real two-speaker recording's purity against its per-channel energy when ../share
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def run() -> list[Row]:
             lines_right += line["character"] == expected
             wrong_names += line["character"] is not None and line["character"] != spoken_by
     rows = [
-        Row("diarize", "diarize RTF (embeddings, 2 cores)", round(diarize_s / audio_s, 4), "x",
+        Row("diarize", f"diarize RTF (embeddings, {os.cpu_count()} cores)", round(diarize_s / audio_s, 4), "x",
             f"{audio_s:.0f} s of audio", "<= 0.06"),
         Row("diarize", "cluster purity (mean)", round(float(np.mean(purities)), 3), "", f"{len(specs)} episodes",
             ">= 0.95"),
